@@ -1,0 +1,17 @@
+//! Retinal vessel segmentation for GPU-less devices.
+//!
+//! The library holds what the trainer and the device must do identically, so that what is
+//! measured in training is exactly what the device does:
+//! - [`image_io`]: decoding fundus images and binary label/FOV masks (by content, not name);
+//! - [`preprocess`]: padding to the network's size, normalisation, cropping back;
+//! - [`fov`]: deriving a field-of-view mask from an image when a dataset ships none;
+//! - [`metrics`]: the field's segmentation metrics (confusion counts, F1, MCC, AUC …).
+//!
+//! Its default features carry no device-only dependency.
+
+pub mod fov;
+pub mod image_io;
+pub mod metrics;
+pub mod preprocess;
+
+pub use image_io::{BinaryMask, ImageError};

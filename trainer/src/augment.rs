@@ -1,0 +1,286 @@
+//! Training examples: a sample placed on the network canvas through the shared
+//! preprocessing, then seeded on-the-fly augmentation (rotation, flips, colour jitter,
+//! Gaussian noise). The same seed, epoch and sample always give the same example, so a
+//! resumed run sees exactly what an uninterrupted one would.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use vessel_runtime::preprocess::{Normalization, Placement, PreprocessError};
+
+use crate::data::Sample;
+
+/// A sample on the network canvas (`size`×`size`), before augmentation.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub size: usize,
+    /// Planar RGB `[3, size, size]`, normalised.
+    pub input: Vec<f32>,
+    /// Vessel label `[size, size]`, 0 or 1.
+    pub label: Vec<f32>,
+    /// 1 where the canvas holds image pixels, 0 in the padding.
+    pub inside: Vec<f32>,
+}
+
+impl Example {
+    pub fn from_sample(sample: &Sample, size: u32) -> Result<Self, PreprocessError> {
+        let (w, h) = sample.image.dimensions();
+        let placement = Placement::in_network(w, h, size, size)?;
+        let plane = placement.net_plane_len();
+        let mut input = vec![0.0; 3 * plane];
+        placement.write_input(&sample.image, Normalization::UnitRange, &mut input)?;
+        let label_plane: Vec<f32> = sample.label.data.iter().map(|&v| f32::from(v)).collect();
+        let mut label = vec![0.0; plane];
+        placement.place_plane(&label_plane, 0.0, &mut label)?;
+        let mut inside = vec![0.0; plane];
+        placement.place_plane(&vec![1.0; placement.image_plane_len()], 0.0, &mut inside)?;
+        Ok(Self {
+            size: size as usize,
+            input,
+            label,
+            inside,
+        })
+    }
+}
+
+/// Augmentation strengths. `Augment::none()` passes examples through unchanged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Augment {
+    /// Rotation angle drawn uniformly from ±this many degrees.
+    pub rotation_degrees: f32,
+    /// Horizontal, vertical and diagonal (transpose) flips, each with probability ½.
+    pub flips: bool,
+    /// Brightness, contrast and saturation factors drawn from 1 ± this.
+    pub color_jitter: f32,
+    /// Gaussian noise with a standard deviation drawn from [0, this] (in [0, 1] units).
+    pub noise_std: f32,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            rotation_degrees: 180.0,
+            flips: true,
+            color_jitter: 0.15,
+            noise_std: 0.03,
+        }
+    }
+}
+
+impl Augment {
+    pub fn none() -> Self {
+        Self {
+            rotation_degrees: 0.0,
+            flips: false,
+            color_jitter: 0.0,
+            noise_std: 0.0,
+        }
+    }
+
+    /// The RNG for one sample in one epoch: independent of the order samples are visited.
+    pub fn rng(seed: u64, epoch: usize, sample: usize) -> StdRng {
+        let mixed = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add((epoch as u64) << 32 | sample as u64);
+        StdRng::seed_from_u64(mixed)
+    }
+
+    /// Returns the augmented (input, label) of `ex`.
+    pub fn apply(&self, ex: &Example, rng: &mut StdRng) -> (Vec<f32>, Vec<f32>) {
+        let mut input = ex.input.clone();
+        self.jitter_colours(ex, &mut input, rng);
+        let transform = self.draw_transform(ex.size, rng);
+        match transform {
+            None => (input, ex.label.clone()),
+            Some(m) => resample(ex.size, &input, &ex.label, m),
+        }
+    }
+
+    fn jitter_colours(&self, ex: &Example, input: &mut [f32], rng: &mut StdRng) {
+        let plane = ex.size * ex.size;
+        let j = self.color_jitter;
+        if j > 0.0 {
+            let brightness = rng.random_range(1.0 - j..=1.0 + j);
+            let contrast = rng.random_range(1.0 - j..=1.0 + j);
+            let saturation = rng.random_range(1.0 - j..=1.0 + j);
+            let inside_count = ex.inside.iter().sum::<f32>().max(1.0);
+            let mean_grey = (0..plane)
+                .filter(|&i| ex.inside[i] > 0.0)
+                .map(|i| grey(input, plane, i))
+                .sum::<f32>()
+                / inside_count;
+            for i in (0..plane).filter(|&i| ex.inside[i] > 0.0) {
+                let g = grey(input, plane, i);
+                for c in 0..3 {
+                    let v = &mut input[c * plane + i];
+                    let saturated = g + (*v - g) * saturation;
+                    let contrasted = mean_grey + (saturated - mean_grey) * contrast;
+                    *v = contrasted * brightness;
+                }
+            }
+        }
+        if self.noise_std > 0.0 {
+            let std = rng.random_range(0.0..=self.noise_std);
+            if let Ok(normal) = Normal::new(0.0f32, std) {
+                for i in (0..plane).filter(|&i| ex.inside[i] > 0.0) {
+                    for c in 0..3 {
+                        input[c * plane + i] += normal.sample(rng);
+                    }
+                }
+            }
+        }
+        if j > 0.0 || self.noise_std > 0.0 {
+            for v in input.iter_mut() {
+                *v = v.clamp(0.0, 1.0);
+            }
+        }
+    }
+
+    /// The output→source coordinate map (a 2×2 matrix about the canvas centre), or `None`
+    /// for the identity.
+    fn draw_transform(&self, _size: usize, rng: &mut StdRng) -> Option<[[f32; 2]; 2]> {
+        let mut m = [[1.0f32, 0.0], [0.0, 1.0]];
+        if self.flips {
+            if rng.random_bool(0.5) {
+                m = mul(m, [[-1.0, 0.0], [0.0, 1.0]]);
+            }
+            if rng.random_bool(0.5) {
+                m = mul(m, [[1.0, 0.0], [0.0, -1.0]]);
+            }
+            if rng.random_bool(0.5) {
+                m = mul(m, [[0.0, 1.0], [1.0, 0.0]]);
+            }
+        }
+        if self.rotation_degrees > 0.0 {
+            let r = self.rotation_degrees;
+            let t = rng.random_range(-r..=r).to_radians();
+            m = mul(m, [[t.cos(), -t.sin()], [t.sin(), t.cos()]]);
+        }
+        (m != [[1.0, 0.0], [0.0, 1.0]]).then_some(m)
+    }
+}
+
+fn grey(input: &[f32], plane: usize, i: usize) -> f32 {
+    0.299 * input[i] + 0.587 * input[plane + i] + 0.114 * input[2 * plane + i]
+}
+
+fn mul(a: [[f32; 2]; 2], b: [[f32; 2]; 2]) -> [[f32; 2]; 2] {
+    [
+        [
+            a[0][0] * b[0][0] + a[0][1] * b[1][0],
+            a[0][0] * b[0][1] + a[0][1] * b[1][1],
+        ],
+        [
+            a[1][0] * b[0][0] + a[1][1] * b[1][0],
+            a[1][0] * b[0][1] + a[1][1] * b[1][1],
+        ],
+    ]
+}
+
+/// Resamples a square canvas through `m` (output → source, about the centre): bilinear for
+/// the image, bilinear then ≥ ½ for the label; zero outside the source.
+fn resample(size: usize, input: &[f32], label: &[f32], m: [[f32; 2]; 2]) -> (Vec<f32>, Vec<f32>) {
+    let plane = size * size;
+    let c = (size as f32 - 1.0) / 2.0;
+    let mut out_input = vec![0.0; 3 * plane];
+    let mut out_label = vec![0.0; plane];
+    for y in 0..size {
+        for x in 0..size {
+            let (dx, dy) = (x as f32 - c, y as f32 - c);
+            let sx = m[0][0] * dx + m[0][1] * dy + c;
+            let sy = m[1][0] * dx + m[1][1] * dy + c;
+            let Some(taps) = bilinear_taps(size, sx, sy) else {
+                continue;
+            };
+            let o = y * size + x;
+            let sample = |src: &[f32]| taps.iter().map(|&(i, w)| src[i] * w).sum::<f32>();
+            for ch in 0..3 {
+                out_input[ch * plane + o] = sample(&input[ch * plane..(ch + 1) * plane]);
+            }
+            out_label[o] = f32::from(sample(label) >= 0.5);
+        }
+    }
+    (out_input, out_label)
+}
+
+/// The four (index, weight) taps of a bilinear sample, or `None` outside the canvas.
+/// Samples within half a pixel of an integer position snap to it, so flips are exact.
+fn bilinear_taps(size: usize, sx: f32, sy: f32) -> Option<[(usize, f32); 4]> {
+    let max = (size - 1) as f32;
+    if !(-0.5..=max + 0.5).contains(&sx) || !(-0.5..=max + 0.5).contains(&sy) {
+        return None;
+    }
+    let (sx, sy) = (sx.clamp(0.0, max), sy.clamp(0.0, max));
+    let snap = |v: f32| {
+        if (v - v.round()).abs() < 1e-4 {
+            v.round()
+        } else {
+            v
+        }
+    };
+    let (sx, sy) = (snap(sx), snap(sy));
+    let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
+    let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+    Some([
+        (y0 * size + x0, (1.0 - fx) * (1.0 - fy)),
+        (y0 * size + x1, fx * (1.0 - fy)),
+        (y1 * size + x0, (1.0 - fx) * fy),
+        (y1 * size + x1, fx * fy),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Example {
+        let size = 8;
+        let plane = size * size;
+        let input: Vec<f32> = (0..3 * plane).map(|i| (i % 97) as f32 / 97.0).collect();
+        let label: Vec<f32> = (0..plane).map(|i| f32::from(i % 5 == 0)).collect();
+        Example {
+            size,
+            input,
+            label,
+            inside: vec![1.0; plane],
+        }
+    }
+
+    #[test]
+    fn no_augmentation_is_identity() {
+        let ex = example();
+        let (i, l) = Augment::none().apply(&ex, &mut Augment::rng(1, 0, 0));
+        assert_eq!(i, ex.input);
+        assert_eq!(l, ex.label);
+    }
+
+    #[test]
+    fn flips_move_pixels_exactly_and_keep_labels_binary() {
+        let ex = example();
+        let flip_h = [[-1.0, 0.0], [0.0, 1.0]];
+        let (i, l) = resample(8, &ex.input, &ex.label, flip_h);
+        for y in 0..8 {
+            for x in 0..8 {
+                assert_eq!(l[y * 8 + x], ex.label[y * 8 + 7 - x]);
+                assert_eq!(i[64 + y * 8 + x], ex.input[64 + y * 8 + 7 - x]);
+            }
+        }
+        let transpose = [[0.0, 1.0], [1.0, 0.0]];
+        let (_, l) = resample(8, &ex.input, &ex.label, transpose);
+        assert_eq!(l[8], ex.label[1]);
+    }
+
+    #[test]
+    fn augmentation_is_seeded() {
+        let ex = example();
+        let aug = Augment::default();
+        let a = aug.apply(&ex, &mut Augment::rng(7, 3, 2));
+        let b = aug.apply(&ex, &mut Augment::rng(7, 3, 2));
+        let c = aug.apply(&ex, &mut Augment::rng(7, 4, 2));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.1.iter().all(|&v| v == 0.0 || v == 1.0));
+        assert!(a.0.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+}

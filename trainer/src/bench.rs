@@ -1,0 +1,67 @@
+//! Training throughput: seconds per image-step (forward + backward + Adam update) at a given
+//! input size, and the process's peak memory. Used to pick the CPU backend by measurement.
+
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Distribution, Tensor};
+use serde::Serialize;
+
+use crate::loss::LossConfig;
+use crate::model::{SaUnetConfig, SaUnetV2};
+
+#[derive(Debug, Serialize)]
+pub struct TrainBench {
+    pub backend: &'static str,
+    pub input: u32,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub seconds_per_image_step: f64,
+    pub seconds_per_step_min: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(size: u32, batch_size: usize, warmup: usize, steps: usize) -> TrainBench {
+    let device = crate::backend::training_device();
+    device.seed(0);
+    let mut model = SaUnetV2::new(&SaUnetConfig::default(), &device);
+    let mut optimizer = AdamConfig::new().init();
+    let loss_cfg = LossConfig::default();
+    let s = size as usize;
+    let x = Tensor::<4>::random([batch_size, 3, s, s], Distribution::Default, &device);
+    let y = Tensor::<4>::random(
+        [batch_size, 1, s, s],
+        Distribution::Bernoulli(0.12),
+        &device,
+    );
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let loss = loss_cfg.loss(model.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-3, model, grads);
+        // Reading a parameter back waits for the (possibly asynchronous) backend.
+        let _ = model.head.weight.val().into_data();
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    TrainBench {
+        backend: crate::backend::name(),
+        input: size,
+        batch_size,
+        steps,
+        seconds_per_image_step: mean / batch_size as f64,
+        seconds_per_step_min: times.iter().copied().fold(f64::INFINITY, f64::min),
+        peak_rss_mb: peak_rss_mb(),
+    }
+}

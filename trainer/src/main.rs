@@ -1,0 +1,302 @@
+//! `vessel-train`: train, evaluate and inspect SA-UNetv2.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use vessel_trainer::data::{self, Dataset, Split, StareProtocol};
+use vessel_trainer::eval::{self, Predictor};
+use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
+use vessel_trainer::train::{self, Selection, TrainOptions, TrainRequest};
+use vessel_trainer::{backend, bench, checkpoint, summary};
+
+#[derive(Parser)]
+#[command(
+    name = "vessel-train",
+    version,
+    about = "Train and evaluate SA-UNetv2 retinal vessel segmentation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// `drive`, `stare`, or a folder in the generic layout (images/, labels/, optional masks/).
+    #[arg(long, default_value = "drive")]
+    dataset: String,
+    /// Folder holding DRIVE/ and STARE/ [default: $VESSEL_DATA_DIR, else ../shared/data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// STARE split: loo:INDEX (leave one out) or kfold:FOLDS:FOLD.
+    #[arg(long, default_value = "kfold:5:0")]
+    stare_protocol: StareProtocol,
+}
+
+impl DataArgs {
+    fn dataset(&self) -> Dataset {
+        Dataset::parse(
+            &self.dataset,
+            &data::resolve_data_dir(self.data_dir.as_deref()),
+            self.stare_protocol,
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on a dataset's training split (a few images held out for validation).
+    Train {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run folder: checkpoints (last.ckpt, best.ckpt), metrics.csv, curves.png.
+        #[arg(long, default_value = "runs/drive")]
+        out: PathBuf,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long, conflicts_with = "resume_or_new")]
+        resume: bool,
+        /// Continue the run in --out if it has one, else start it.
+        #[arg(long)]
+        resume_or_new: bool,
+        #[arg(long, default_value_t = 150)]
+        epochs: usize,
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Training images held out for validation.
+        #[arg(long, default_value_t = 2)]
+        val_images: usize,
+        /// Square network input side (multiple of 8) [default: 592 for DRIVE, else fitted].
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// Weight of the BCE term; the MCC term gets 1 − this.
+        #[arg(long, default_value_t = 0.5)]
+        bce_weight: f64,
+        /// Weight of the vessel class inside BCE.
+        #[arg(long, default_value_t = 1.0)]
+        vessel_weight: f64,
+        #[arg(long, value_enum, default_value_t = Selection::F1)]
+        select: Selection,
+        #[arg(long, default_value_t = 10)]
+        plateau_patience: usize,
+        #[arg(long, default_value_t = 20)]
+        early_stop_patience: usize,
+        /// Train without augmentation.
+        #[arg(long)]
+        no_augment: bool,
+    },
+    /// Evaluate a checkpoint on a dataset's test split.
+    Eval {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// Write the full report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Save probability maps and binary masks as PNGs into this folder.
+        #[arg(long)]
+        save_predictions: Option<PathBuf>,
+        /// Evaluate the training split instead of the test split.
+        #[arg(long)]
+        train_split: bool,
+    },
+    /// Print the model's per-layer parameter table and total.
+    Summary,
+    /// Measure training throughput (seconds per image-step, peak memory).
+    Bench {
+        #[arg(long, default_value_t = 592)]
+        size: u32,
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(dataset: &Dataset, split: Split) -> Result<Vec<data::Sample>> {
+    let spinner =
+        ProgressBar::new_spinner().with_message(format!("loading {}", dataset.describe()));
+    let samples = dataset
+        .load(split)
+        .with_context(|| format!("loading {}", dataset.describe()));
+    spinner.finish_and_clear();
+    samples
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Summary => {
+            let device = backend::inference_device();
+            let model = SaUnetV2::new(&SaUnetConfig::default(), &device);
+            print!(
+                "{}",
+                summary::format_table(&summary::parameter_rows(&model))
+            );
+        }
+        Command::Train {
+            data,
+            out,
+            resume,
+            resume_or_new,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            val_images,
+            input_size,
+            bce_weight,
+            vessel_weight,
+            select,
+            plateau_patience,
+            early_stop_patience,
+            no_augment,
+        } => {
+            if !(0.0..=1.0).contains(&bce_weight) {
+                anyhow::bail!("--bce-weight must be between 0 and 1, got {bce_weight}");
+            }
+            let resume = resume || (resume_or_new && out.join("last.ckpt").exists());
+            let dataset = data.dataset();
+            let samples = load(&dataset, Split::Train)?;
+            let input_size = input_size.unwrap_or_else(|| dataset.default_input_size(&samples));
+            let mut options = TrainOptions::reference(dataset.describe(), input_size);
+            options.epochs = epochs;
+            options.batch_size = batch_size;
+            options.learning_rate = lr;
+            options.seed = seed;
+            options.loss.bce_weight = bce_weight;
+            options.loss.mcc_weight = 1.0 - bce_weight;
+            options.loss.vessel_weight = vessel_weight;
+            options.selection = select;
+            options.plateau_patience = plateau_patience;
+            options.early_stop_patience = early_stop_patience;
+            if no_augment {
+                options.augment = vessel_trainer::augment::Augment::none();
+            }
+            // On resume the held-out split must be the one the run started with.
+            let seed_for_split = if resume {
+                checkpoint::load::<train::TrainState>(&out.join("last.ckpt"))
+                    .map(|c| c.state.options.seed)
+                    .unwrap_or(seed)
+            } else {
+                seed
+            };
+            let (train_set, val_set) = data::split_validation(samples, val_images, seed_for_split)?;
+            println!(
+                "training on {}: {} images, {} held out for validation ({}), input {input_size}x{input_size}, backend {}",
+                dataset.describe(),
+                train_set.len(),
+                val_set.len(),
+                val_set.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                backend::name()
+            );
+            let state = train::run(TrainRequest {
+                options,
+                train: &train_set,
+                validation: &val_set,
+                out: out.clone(),
+                resume,
+                progress: true,
+            })?;
+            if state.finished {
+                println!(
+                    "early stopping ended this run at epoch {}",
+                    state.epochs_done
+                );
+            }
+            println!(
+                "done: {} epochs, best validation {:?} {:.4} at epoch {} -> {}",
+                state.epochs_done,
+                state.options.selection,
+                state.patience.best,
+                state.patience.best_epoch,
+                out.join("best.ckpt").display()
+            );
+        }
+        Command::Eval {
+            data,
+            checkpoint,
+            threshold,
+            json,
+            save_predictions,
+            train_split,
+        } => {
+            let (predictor, state) = Predictor::from_checkpoint(&checkpoint)?;
+            let dataset = data.dataset();
+            let split = if train_split {
+                Split::Train
+            } else {
+                Split::Test
+            };
+            let samples = load(&dataset, split)?;
+            let bar = ProgressBar::new(samples.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {msg}")
+                    .expect("template"),
+            );
+            let mut report = eval::evaluate(
+                &predictor,
+                &samples,
+                &dataset.describe(),
+                threshold,
+                save_predictions.as_deref(),
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            report.checkpoint = Some(checkpoint.clone());
+            println!(
+                "checkpoint {} (trained on {}, {} epochs)",
+                checkpoint.display(),
+                state.options.dataset,
+                state.epochs_done
+            );
+            print!("{}", eval::format_report(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_vec_pretty(&report)?;
+                checkpoint::write_atomic(&path, &text)?;
+                println!("report written to {}", path.display());
+            }
+        }
+        Command::Bench {
+            size,
+            batch_size,
+            warmup,
+            steps,
+            json,
+        } => {
+            if size % 8 != 0 || size == 0 {
+                anyhow::bail!("--size must be a non-zero multiple of 8, got {size}");
+            }
+            let result = bench::run(size, batch_size, warmup, steps);
+            println!(
+                "backend {}: {:.2} s per {size}x{size} image-step (batch {batch_size}, {steps} steps, best step {:.2} s), peak RSS {} MB",
+                result.backend,
+                result.seconds_per_image_step,
+                result.seconds_per_step_min,
+                result.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
+            );
+            if let Some(path) = json {
+                checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(&result)?)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! The training loop: Adam, reduce-LR-on-plateau, early stopping, best checkpoint by the
+//! validation score, a checkpoint every epoch (atomic) and `--resume` from it, a progress
+//! bar, a per-epoch CSV and a PNG of the curves.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use vessel_runtime::metrics::Scores;
+use vessel_runtime::preprocess::Placement;
+
+use crate::augment::{Augment, Example};
+use crate::checkpoint;
+use crate::data::Sample;
+use crate::loss::LossConfig;
+use crate::model::{SaUnetConfig, SaUnetV2};
+
+/// Which validation score picks the best checkpoint and drives plateau / early stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    F1,
+    Mcc,
+}
+
+impl Selection {
+    fn of(self, s: &Scores) -> f64 {
+        match self {
+            Selection::F1 => s.f1,
+            Selection::Mcc => s.mcc,
+        }
+    }
+}
+
+/// Everything that defines a run; saved in every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub dataset: String,
+    pub input_size: u32,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub plateau_patience: usize,
+    pub plateau_factor: f64,
+    pub min_learning_rate: f64,
+    pub early_stop_patience: usize,
+    pub selection: Selection,
+    pub threshold: f32,
+    pub loss: LossConfig,
+    pub augment: Augment,
+    pub model: SaUnetConfig,
+}
+
+impl TrainOptions {
+    /// The paper's recipe for a dataset, at an input size.
+    pub fn reference(dataset: String, input_size: u32) -> Self {
+        Self {
+            dataset,
+            input_size,
+            epochs: 150,
+            batch_size: 2,
+            learning_rate: 1e-3,
+            seed: 42,
+            plateau_patience: 10,
+            plateau_factor: 0.5,
+            min_learning_rate: 1e-6,
+            early_stop_patience: 20,
+            selection: Selection::F1,
+            threshold: 0.5,
+            loss: LossConfig::default(),
+            augment: Augment::default(),
+            model: SaUnetConfig::default(),
+        }
+    }
+}
+
+/// One row of the metrics CSV.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_f1: f64,
+    pub val_mcc: f64,
+    pub val_auc: f64,
+    pub learning_rate: f64,
+    pub seconds: f64,
+}
+
+/// Reduce-on-plateau and early-stopping bookkeeping over a score to maximise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Patience {
+    pub best: f64,
+    pub best_epoch: usize,
+    /// Epochs since the best, for the LR plateau (reset when the LR is cut).
+    pub plateau_wait: usize,
+    /// Epochs since the best, for early stopping.
+    pub stop_wait: usize,
+}
+
+/// What one epoch's score means for the run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub improved: bool,
+    pub cut_learning_rate: bool,
+    pub stop: bool,
+}
+
+impl Patience {
+    fn new() -> Self {
+        Self {
+            best: f64::NEG_INFINITY,
+            best_epoch: 0,
+            plateau_wait: 0,
+            stop_wait: 0,
+        }
+    }
+
+    pub fn update(&mut self, epoch: usize, score: f64, plateau: usize, stop: usize) -> Verdict {
+        let improved = score > self.best;
+        if improved {
+            self.best = score;
+            self.best_epoch = epoch;
+            self.plateau_wait = 0;
+            self.stop_wait = 0;
+        } else {
+            self.plateau_wait += 1;
+            self.stop_wait += 1;
+        }
+        let cut = !improved && self.plateau_wait >= plateau;
+        if cut {
+            self.plateau_wait = 0;
+        }
+        Verdict {
+            improved,
+            cut_learning_rate: cut,
+            stop: self.stop_wait >= stop,
+        }
+    }
+}
+
+/// The training state saved in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    pub options: TrainOptions,
+    pub epochs_done: usize,
+    pub steps_done: usize,
+    pub learning_rate: f64,
+    pub patience: Patience,
+    pub history: Vec<EpochRecord>,
+    /// Set when early stopping ended the run.
+    pub finished: bool,
+}
+
+/// Where a run keeps its files.
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.ckpt")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.ckpt")
+    }
+    pub fn csv(&self) -> PathBuf {
+        self.dir.join("metrics.csv")
+    }
+    pub fn plot(&self) -> PathBuf {
+        self.dir.join("curves.png")
+    }
+}
+
+pub struct TrainRequest<'a> {
+    pub options: TrainOptions,
+    pub train: &'a [Sample],
+    pub validation: &'a [Sample],
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Show a progress bar (off in tests).
+    pub progress: bool,
+}
+
+/// Trains and returns the final state. Best and last checkpoints, CSV and plot are in `out`.
+pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
+    let run_dir = RunDir {
+        dir: req.out.clone(),
+    };
+    std::fs::create_dir_all(&run_dir.dir)
+        .with_context(|| format!("creating run folder {}", run_dir.dir.display()))?;
+    let device = crate::backend::training_device();
+
+    let (mut model, mut optimizer, mut state) = if req.resume {
+        let loaded = checkpoint::load::<TrainState>(&run_dir.last()).with_context(|| {
+            format!(
+                "cannot resume: no usable checkpoint in {}",
+                run_dir.dir.display()
+            )
+        })?;
+        let model = loaded.load_model(SaUnetV2::new(&loaded.state.options.model, &device))?;
+        let optimizer = loaded.load_optimizer(AdamConfig::new().init())?;
+        let mut state = loaded.state;
+        // Only the length of the run may change on resume (to train further). A run that
+        // stopped early stays stopped.
+        state.options.epochs = req.options.epochs;
+        (model, optimizer, state)
+    } else {
+        if run_dir.last().exists() {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                run_dir.dir.display()
+            );
+        }
+        device.seed(req.options.seed);
+        let model = SaUnetV2::new(&req.options.model, &device);
+        let state = TrainState {
+            learning_rate: req.options.learning_rate,
+            options: req.options.clone(),
+            epochs_done: 0,
+            steps_done: 0,
+            patience: Patience::new(),
+            history: Vec::new(),
+            finished: false,
+        };
+        (model, AdamConfig::new().init(), state)
+    };
+    let opts = state.options.clone();
+    if opts.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+
+    let prepare = |samples: &[Sample]| -> Result<Vec<Example>> {
+        samples
+            .iter()
+            .map(|s| {
+                Example::from_sample(s, opts.input_size)
+                    .with_context(|| format!("{}: preparing for training", s.image_path.display()))
+            })
+            .collect()
+    };
+    let train_examples = prepare(req.train)?;
+    let val_examples = prepare(req.validation)?;
+    let steps_per_epoch = train_examples.len().div_ceil(opts.batch_size);
+
+    let bar = if req.progress {
+        let total = (opts.epochs * steps_per_epoch) as u64;
+        let bar =
+            ProgressBar::new(total).with_position((state.epochs_done * steps_per_epoch) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps  ETA {eta_precise}  {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.reset_eta();
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    while state.epochs_done < opts.epochs && !state.finished {
+        let epoch = state.epochs_done;
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..train_examples.len()).collect();
+        order.shuffle(&mut Augment::rng(opts.seed, epoch, usize::MAX));
+        let mut loss_sum = 0.0;
+        for batch in order.chunks(opts.batch_size) {
+            // DropBlock draws from the backend RNG: seed it per step for reproducible resumes.
+            device.seed(opts.seed.wrapping_add(state.steps_done as u64 * 7919));
+            let (inputs, labels) = make_batch(
+                &train_examples,
+                batch,
+                &opts.augment,
+                opts.seed,
+                epoch,
+                &device,
+            );
+            let logits = model.forward(inputs);
+            let loss = opts.loss.loss(logits, labels);
+            let loss_value = scalar(&loss);
+            if !loss_value.is_finite() {
+                bail!(
+                    "loss became {loss_value} at epoch {} step {}",
+                    epoch + 1,
+                    state.steps_done + 1
+                );
+            }
+            loss_sum += loss_value * batch.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(state.learning_rate, model, grads);
+            state.steps_done += 1;
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {}/{}  loss {loss_value:.4}  lr {:.1e}",
+                epoch + 1,
+                opts.epochs,
+                state.learning_rate
+            ));
+        }
+        let train_loss = loss_sum / train_examples.len() as f64;
+        let (val_loss, val_scores) = validate(&model.valid(), &val_examples, req.validation, &opts);
+        let score = opts.selection.of(&val_scores);
+        let verdict = state.patience.update(
+            epoch + 1,
+            score,
+            opts.plateau_patience,
+            opts.early_stop_patience,
+        );
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss,
+            val_loss,
+            val_f1: val_scores.f1,
+            val_mcc: val_scores.mcc,
+            val_auc: val_scores.auc.unwrap_or(f64::NAN),
+            learning_rate: state.learning_rate,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        state.history.push(record.clone());
+        state.epochs_done += 1;
+        if verdict.cut_learning_rate {
+            state.learning_rate =
+                (state.learning_rate * opts.plateau_factor).max(opts.min_learning_rate);
+        }
+        if verdict.stop {
+            state.finished = true;
+        }
+        // Best first, then last: a kill between the two loses at most this epoch.
+        if verdict.improved {
+            checkpoint::save(&run_dir.best(), &state, model.clone(), None)?;
+        }
+        checkpoint::save(&run_dir.last(), &state, model.clone(), Some(&optimizer))?;
+        write_csv(&run_dir.csv(), &state.history)?;
+        crate::plot::training_curves(&state.history, &run_dir.plot())?;
+        bar.suspend(|| {
+            println!(
+                "epoch {:>3}/{}  train loss {:.4}  val loss {:.4}  val F1 {:.4}  MCC {:.4}  AUC {:.4}  lr {:.1e}  {:.0}s{}{}",
+                record.epoch,
+                opts.epochs,
+                record.train_loss,
+                record.val_loss,
+                record.val_f1,
+                record.val_mcc,
+                record.val_auc,
+                record.learning_rate,
+                record.seconds,
+                if verdict.improved { "  *best" } else { "" },
+                if verdict.stop { "  (early stop)" } else { "" },
+            )
+        });
+    }
+    bar.finish_and_clear();
+    Ok(state)
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.to_data()
+        .convert::<f32>()
+        .as_slice::<f32>()
+        .map(|s| s[0] as f64)
+        .unwrap_or(f64::NAN)
+}
+
+/// Stacks augmented examples into `[B, 3, S, S]` inputs and `[B, 1, S, S]` labels.
+fn make_batch(
+    examples: &[Example],
+    indices: &[usize],
+    augment: &Augment,
+    seed: u64,
+    epoch: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let size = examples[indices[0]].size;
+    let mut inputs = Vec::with_capacity(indices.len() * 3 * size * size);
+    let mut labels = Vec::with_capacity(indices.len() * size * size);
+    for &i in indices {
+        let (x, y) = augment.apply(&examples[i], &mut Augment::rng(seed, epoch, i));
+        inputs.extend_from_slice(&x);
+        labels.extend_from_slice(&y);
+    }
+    let b = indices.len();
+    (
+        Tensor::from_data(TensorData::new(inputs, [b, 3, size, size]), device),
+        Tensor::from_data(TensorData::new(labels, [b, 1, size, size]), device),
+    )
+}
+
+/// Validation loss and mean scores (inside the FOV, at the threshold) of an inference model.
+fn validate(
+    model: &SaUnetV2,
+    examples: &[Example],
+    samples: &[Sample],
+    opts: &TrainOptions,
+) -> (f64, Scores) {
+    let device = crate::backend::inference_device();
+    let mut loss_sum = 0.0;
+    let mut scores = Vec::new();
+    for (ex, sample) in examples.iter().zip(samples) {
+        let x = Tensor::from_data(
+            TensorData::new(ex.input.clone(), [1, 3, ex.size, ex.size]),
+            &device,
+        );
+        let y = Tensor::from_data(
+            TensorData::new(ex.label.clone(), [1, 1, ex.size, ex.size]),
+            &device,
+        );
+        let logits = model.forward(x);
+        loss_sum += scalar(&opts.loss.loss(logits.clone(), y));
+        let net_probs = probabilities_of(logits);
+        let (w, h) = sample.image.dimensions();
+        let placement = Placement::in_network(w, h, opts.input_size, opts.input_size)
+            .expect("validated when the example was prepared");
+        let mut probs = vec![0.0; placement.image_plane_len()];
+        placement
+            .crop_plane(&net_probs, &mut probs)
+            .expect("sizes from placement");
+        scores.push(Scores::of_probabilities(
+            &probs,
+            &sample.label.data,
+            Some(&sample.fov.data),
+            opts.threshold,
+        ));
+    }
+    (
+        loss_sum / examples.len().max(1) as f64,
+        Scores::mean(&scores),
+    )
+}
+
+/// Sigmoid of `[1, 1, H, W]` logits, as a flat plane.
+pub fn probabilities_of(logits: Tensor<4>) -> Vec<f32> {
+    burn::tensor::activation::sigmoid(logits)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// Rewrites the per-epoch CSV (atomically) from the history.
+fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut out = Vec::new();
+    writeln!(
+        out,
+        "epoch,train_loss,val_loss,val_f1,val_mcc,val_auc,learning_rate,seconds"
+    )?;
+    for r in history {
+        writeln!(
+            out,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:e},{:.1}",
+            r.epoch,
+            r.train_loss,
+            r.val_loss,
+            r.val_f1,
+            r.val_mcc,
+            r.val_auc,
+            r.learning_rate,
+            r.seconds
+        )?;
+    }
+    checkpoint::write_atomic(path, &out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plateau_cuts_and_early_stop() {
+        let mut p = Patience::new();
+        assert!(p.update(1, 0.5, 2, 3).improved);
+        assert_eq!(
+            p.update(2, 0.4, 2, 3),
+            Verdict {
+                improved: false,
+                cut_learning_rate: false,
+                stop: false
+            }
+        );
+        assert_eq!(
+            p.update(3, 0.5, 2, 3),
+            Verdict {
+                improved: false,
+                cut_learning_rate: true,
+                stop: false
+            }
+        );
+        assert_eq!(
+            p.update(4, 0.45, 2, 3),
+            Verdict {
+                improved: false,
+                cut_learning_rate: false,
+                stop: true
+            }
+        );
+        assert!(p.update(5, 0.6, 2, 3).improved);
+        assert_eq!((p.best, p.best_epoch, p.stop_wait), (0.6, 5, 0));
+    }
+}

@@ -1,0 +1,146 @@
+//! The `vessel-train` command line, end to end: train → eval → JSON report, and clear
+//! errors (never a panic) on bad input.
+
+mod common;
+
+use std::process::Command;
+
+fn vessel_train() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vessel-train"))
+}
+
+#[test]
+fn train_then_eval_writes_checkpoints_and_a_json_report() {
+    let data = common::temp_dir("cli-data");
+    common::write_generic_dataset(&data, 4, 32);
+    let out = common::temp_dir("cli-run").join("run");
+    let status = vessel_train()
+        .args(["train", "--dataset"])
+        .arg(&data)
+        .args([
+            "--epochs",
+            "2",
+            "--val-images",
+            "1",
+            "--input-size",
+            "32",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(stdout.contains("epoch   2/2"), "{stdout}");
+    assert!(stdout.contains("3 images, 1 held out"), "{stdout}");
+
+    // Again without --resume: refused, nothing overwritten.
+    let before = std::fs::read(out.join("best.ckpt")).unwrap();
+    let again = vessel_train()
+        .args(["train", "--dataset"])
+        .arg(&data)
+        .args([
+            "--epochs",
+            "2",
+            "--val-images",
+            "1",
+            "--input-size",
+            "32",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    assert_eq!(std::fs::read(out.join("best.ckpt")).unwrap(), before);
+
+    // --resume-or-new on an existing run resumes it: a longer run continues from epoch 3.
+    let resumed = vessel_train()
+        .args(["train", "--resume-or-new", "--dataset"])
+        .arg(&data)
+        .args(["--epochs", "3", "--val-images", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        stdout.contains("epoch   3/3") && !stdout.contains("epoch   1/3"),
+        "{stdout}"
+    );
+
+    let json = out.join("report.json");
+    let preds = out.join("predictions");
+    let eval = vessel_train()
+        .args(["eval", "--dataset"])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(out.join("best.ckpt"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--save-predictions")
+        .arg(&preds)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(
+        stdout.contains("inside FOV") && stdout.contains("whole image") && stdout.contains("mean"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["whole"]["per_image"].as_array().unwrap().len(), 4);
+    assert!(report["fov"]["f1"].as_f64().unwrap() >= 0.0);
+    let mask = image::open(preds.join("s0_mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (32, 32));
+    assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
+    assert!(preds.join("s0_prob.png").is_file());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let dir = common::temp_dir("cli-bad");
+    let run = |args: &[&str]| {
+        let o = vessel_train().args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let missing = dir.join("nope");
+    let (code, err) = run(&[
+        "train",
+        "--dataset",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.join("r").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nope") && !err.contains("panicked"), "{err}");
+
+    let ckpt = dir.join("junk.ckpt");
+    std::fs::write(&ckpt, b"junk").unwrap();
+    let (code, err) = run(&["eval", "--checkpoint", ckpt.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("junk.ckpt") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let (code, err) = run(&["bench", "--size", "30"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("multiple of 8"), "{err}");
+}

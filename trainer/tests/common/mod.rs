@@ -1,0 +1,52 @@
+//! Helpers shared by the trainer's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+
+/// A fresh, empty folder under the target directory, unique to `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A synthetic fundus-like image: a reddish background with pixel noise and slightly darker
+/// "vessels" along a few lines that depend on `seed`, and its label. The contrast is low
+/// enough that an untrained network does not separate them.
+pub fn synthetic_pair(size: u32, seed: u32) -> (RgbImage, GrayImage) {
+    let mut label = GrayImage::new(size, size);
+    let img = RgbImage::from_fn(size, size, |x, y| {
+        let vessel = (x + seed).is_multiple_of(7) || (y + 2 * seed).is_multiple_of(9) || x == y;
+        // Deterministic pixel noise in [-12, 12].
+        let noise = ((x * 7919 + y * 104_729 + seed * 1_299_709) % 25) as i32 - 12;
+        let shade = |v: i32| (v + noise).clamp(0, 255) as u8;
+        if vessel {
+            label.put_pixel(x, y, Luma([255]));
+            Rgb([shade(180), shade(88), shade(50)])
+        } else {
+            Rgb([shade(196), shade(108), shade(58)])
+        }
+    });
+    (img, label)
+}
+
+/// Writes `count` synthetic samples in the generic layout (images/, labels/) under `dir`.
+pub fn write_generic_dataset(dir: &Path, count: u32, size: u32) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("labels")).unwrap();
+    for i in 0..count {
+        let (img, label) = synthetic_pair(size, i);
+        img.save(dir.join(format!("images/s{i}.png"))).unwrap();
+        label.save(dir.join(format!("labels/s{i}.png"))).unwrap();
+    }
+}
+
+/// `../shared/data` beside the project root, or `$VESSEL_DATA_DIR`.
+pub fn shared_data_dir() -> PathBuf {
+    std::env::var_os("VESSEL_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}

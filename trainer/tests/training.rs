@@ -1,0 +1,237 @@
+//! End-to-end training behaviour on a tiny synthetic dataset: gradients flow (the model
+//! overfits), checkpoints resume to the same next step, runs are never overwritten.
+
+mod common;
+
+use vessel_trainer::augment::Augment;
+use vessel_trainer::checkpoint;
+use vessel_trainer::data::{Dataset, Split};
+use vessel_trainer::eval::{evaluate, Predictor};
+use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
+use vessel_trainer::train::{self, TrainOptions, TrainRequest, TrainState};
+
+/// burn's backend RNG (DropBlock, initialisation) is process-global: tests in this binary
+/// that train take turns, or their random draws would interleave.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn tiny_options(epochs: usize) -> TrainOptions {
+    let mut o = TrainOptions::reference("synthetic".into(), 32);
+    o.epochs = epochs;
+    o.batch_size = 2;
+    o.learning_rate = 2e-3;
+    o.augment = Augment::none();
+    o.model = SaUnetConfig {
+        base_width: 8,
+        dropblock_rate: 0.0,
+        ..SaUnetConfig::default()
+    };
+    o
+}
+
+fn tiny_samples(name: &str) -> Vec<vessel_trainer::data::Sample> {
+    let dir = common::temp_dir(name);
+    common::write_generic_dataset(&dir, 4, 32);
+    Dataset::Generic { dir }.load(Split::Train).unwrap()
+}
+
+#[test]
+fn tiny_model_overfits_a_tiny_dataset() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("overfit-data");
+    let out = common::temp_dir("overfit-run");
+    let state = train::run(TrainRequest {
+        options: tiny_options(60),
+        train: &samples,
+        validation: &samples,
+        out: out.clone(),
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    let h = &state.history;
+    let first = &h[0];
+    let last = h.last().unwrap();
+    assert!(
+        last.train_loss < first.train_loss * 0.5,
+        "loss fell from {} to {}",
+        first.train_loss,
+        last.train_loss
+    );
+    let best_f1 = h.iter().map(|r| r.val_f1).fold(0.0, f64::max);
+    assert!(
+        best_f1 > 0.9,
+        "F1 rose only to {best_f1} (first {})",
+        first.val_f1
+    );
+    assert!(best_f1 > first.val_f1 + 0.2);
+    // Run folder contents.
+    for f in ["last.ckpt", "best.ckpt", "metrics.csv", "curves.png"] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), h.len() + 1);
+    assert!(image::open(out.join("curves.png")).is_ok());
+
+    // The best checkpoint evaluates to the recorded best validation F1.
+    let (predictor, saved) = Predictor::from_checkpoint(&out.join("best.ckpt")).unwrap();
+    assert_eq!(
+        saved.patience.best_epoch,
+        h.iter().position(|r| r.val_f1 == best_f1).unwrap() + 1
+    );
+    let bar = indicatif::ProgressBar::hidden();
+    let report = evaluate(&predictor, &samples, "synthetic", 0.5, None, &bar).unwrap();
+    assert!(
+        (report.fov.mean.f1 - best_f1).abs() < 1e-6,
+        "{} vs {best_f1}",
+        report.fov.mean.f1
+    );
+    // Report JSON layout the issue asks for.
+    let json = serde_json::to_value(&report).unwrap();
+    for region in ["fov", "whole"] {
+        for key in [
+            "f1",
+            "mcc",
+            "jaccard",
+            "auc",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+        ] {
+            assert!(json[region][key].is_number(), "{region}.{key}");
+        }
+        assert_eq!(json[region]["per_image"].as_array().unwrap().len(), 4);
+        assert_eq!(json[region]["per_image"][0]["name"], "s0");
+    }
+}
+
+#[test]
+fn resume_continues_exactly_where_the_run_stopped() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("resume-data");
+    let (train_set, val_set) = samples.split_at(3);
+    let mut opts = tiny_options(3);
+    // Augmentation and DropBlock on: their randomness must be reproduced on resume too.
+    opts.augment = Augment::default();
+    opts.model.dropblock_rate = 0.15;
+    opts.model.dropblock_size = 3;
+    let request = |epochs: usize, out: &std::path::Path, resume: bool| TrainRequest {
+        options: TrainOptions {
+            epochs,
+            ..opts.clone()
+        },
+        train: train_set,
+        validation: val_set,
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+    };
+    let straight = common::temp_dir("resume-straight");
+    let full = train::run(request(3, &straight, false)).unwrap();
+
+    let stopped = common::temp_dir("resume-stopped");
+    let first = train::run(request(1, &stopped, false)).unwrap();
+    assert_eq!(first.epochs_done, 1);
+    let resumed = train::run(request(3, &stopped, true)).unwrap();
+    assert_eq!(resumed.epochs_done, 3);
+    assert_eq!(resumed.steps_done, full.steps_done);
+    for (a, b) in full.history.iter().zip(&resumed.history) {
+        assert!(
+            (a.train_loss - b.train_loss).abs() < 1e-6,
+            "{} vs {}",
+            a.train_loss,
+            b.train_loss
+        );
+        assert!((a.val_loss - b.val_loss).abs() < 1e-6);
+    }
+    // Same weights at the end.
+    let device = vessel_trainer::backend::inference_device();
+    let load = |dir: &std::path::Path| {
+        let c = checkpoint::load::<TrainState>(&dir.join("last.ckpt")).unwrap();
+        let m = c
+            .load_model(SaUnetV2::new(&c.state.options.model, &device))
+            .unwrap();
+        m.head
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let (wa, wb) = (load(&straight), load(&stopped));
+    for (a, b) in wa.iter().zip(&wb) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("overwrite-data");
+    let out = common::temp_dir("overwrite-run");
+    let req = |resume| TrainRequest {
+        options: tiny_options(1),
+        train: &samples[..2],
+        validation: &samples[2..],
+        out: out.clone(),
+        resume,
+        progress: false,
+    };
+    train::run(req(false)).unwrap();
+    let before = std::fs::read(out.join("last.ckpt")).unwrap();
+    let err = train::run(req(false)).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read(out.join("last.ckpt")).unwrap(), before);
+}
+
+#[test]
+fn broken_checkpoints_are_named_errors() {
+    let _rng = rng_lock();
+    let dir = common::temp_dir("broken-ckpt");
+    let garbage = dir.join("garbage.ckpt");
+    std::fs::write(&garbage, b"not a checkpoint at all").unwrap();
+    let err = checkpoint::load::<TrainState>(&garbage)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("garbage.ckpt") && err.contains("magic"),
+        "{err}"
+    );
+
+    // A real checkpoint cut short.
+    let samples = tiny_samples("broken-ckpt-data");
+    let out = dir.join("run");
+    train::run(TrainRequest {
+        options: tiny_options(1),
+        train: &samples[..2],
+        validation: &samples[2..],
+        out: out.clone(),
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    let bytes = std::fs::read(out.join("last.ckpt")).unwrap();
+    let cut = dir.join("cut.ckpt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::load::<TrainState>(&cut)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cut.ckpt") && err.contains("truncated"),
+        "{err}"
+    );
+    let missing = dir.join("missing.ckpt");
+    let err = Predictor::from_checkpoint(&missing)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("missing.ckpt"), "{err}");
+}

@@ -15,3 +15,6 @@ pub mod metrics;
 pub mod preprocess;
 
 pub use image_io::{BinaryMask, ImageError};
+#[cfg(feature = "engine")]
+pub mod engine;
+pub mod model_file;

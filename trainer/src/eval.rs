@@ -29,7 +29,19 @@ pub struct Predictor {
     device: Device,
 }
 
+/// Probabilities from an exported model, run by the runtime's engine exactly as on the device.
+pub fn engine_predict(
+    engine: &mut vessel_runtime::engine::Engine,
+) -> impl FnMut(&RgbImage) -> Result<Vec<f32>> + '_ {
+    move |image| Ok(engine.segment(image)?)
+}
+
 impl Predictor {
+    /// As a [`PredictFn`].
+    pub fn as_fn(&self) -> impl FnMut(&RgbImage) -> Result<Vec<f32>> + '_ {
+        move |image| Ok(self.predict(image))
+    }
+
     pub fn new(model: SaUnetV2, input_size: u32) -> Self {
         Self {
             model: model.valid(),
@@ -56,6 +68,19 @@ impl Predictor {
     pub fn predict(&self, image: &RgbImage) -> Vec<f32> {
         let (w, h) = image.dimensions();
         let p = self.placement(w, h);
+        self.predict_placed(image, p)
+    }
+
+    /// Like [`predict`](Self::predict) on an explicit `net_width`×`net_height` canvas
+    /// (falls back to the smallest canvas when the image does not fit).
+    pub fn predict_on(&self, image: &RgbImage, net_width: u32, net_height: u32) -> Vec<f32> {
+        let (w, h) = image.dimensions();
+        let p = Placement::in_network(w, h, net_width, net_height)
+            .unwrap_or_else(|_| Placement::smallest_for(w, h));
+        self.predict_placed(image, p)
+    }
+
+    fn predict_placed(&self, image: &RgbImage, p: Placement) -> Vec<f32> {
         let mut input = vec![0.0; 3 * p.net_plane_len()];
         p.write_input(image, self.normalization, &mut input)
             .expect("buffer sized from the placement");
@@ -113,10 +138,14 @@ pub struct EvalReport {
     pub second_observer: Option<ObserverReport>,
 }
 
-/// Scores `predictor` on `samples`. With `save_dir`, writes `NAME_prob.png` (probability ×
+/// Something that maps an image to vessel probabilities at its resolution: burn's model
+/// ([`Predictor`]) or an exported model in the runtime's engine.
+pub type PredictFn<'a> = dyn FnMut(&RgbImage) -> Result<Vec<f32>> + 'a;
+
+/// Scores `predict` on `samples`. With `save_dir`, writes `NAME_prob.png` (probability ×
 /// 255) and `NAME_mask.png` (binary, 0/255) for each image.
 pub fn evaluate(
-    predictor: &Predictor,
+    predict: &mut PredictFn<'_>,
     samples: &[Sample],
     dataset: &str,
     threshold: f32,
@@ -130,7 +159,8 @@ pub fn evaluate(
     let (mut obs_fov, mut obs_whole) = (Vec::new(), Vec::new());
     for sample in samples {
         bar.set_message(sample.name.clone());
-        let probs = predictor.predict(&sample.image);
+        let probs = predict(&sample.image)
+            .with_context(|| format!("{}: inference failed", sample.image_path.display()))?;
         let (label, fov) = (&sample.label.data, &sample.fov.data);
         fov_rows.push(NamedScores {
             name: sample.name.clone(),

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod loss;
 pub mod model;
 pub mod plot;

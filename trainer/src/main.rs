@@ -90,12 +90,16 @@ enum Command {
         #[arg(long)]
         no_augment: bool,
     },
-    /// Evaluate a checkpoint on a dataset's test split.
+    /// Evaluate a checkpoint, or an exported model as the runtime runs it, on a test split.
     Eval {
         #[command(flatten)]
         data: DataArgs,
+        /// A training checkpoint (burn).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        checkpoint: Option<PathBuf>,
+        /// An exported model (.nnef.tgz or folder), run by the runtime's tract engine.
         #[arg(long)]
-        checkpoint: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
         /// Write the full report as JSON here.
@@ -107,6 +111,22 @@ enum Command {
         /// Evaluate the training split instead of the test split.
         #[arg(long)]
         train_split: bool,
+    },
+    /// Export a checkpoint as an NNEF model for the runtime (f32).
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output: `NAME.nnef.tgz` (archive) or a folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Evaluate the exported file on this dataset's test split and record the metrics
+        /// in its metadata (e.g. `drive`).
+        #[arg(long)]
+        test_dataset: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "kfold:5:0")]
+        stare_protocol: StareProtocol,
     },
     /// Print the model's per-layer parameter table and total.
     Summary,
@@ -231,15 +251,60 @@ fn run(cli: Cli) -> Result<()> {
                 out.join("best.ckpt").display()
             );
         }
+        Command::Export {
+            checkpoint,
+            out,
+            test_dataset,
+            data_dir,
+            stare_protocol,
+        } => {
+            let test = match &test_dataset {
+                Some(name) => {
+                    let d = Dataset::parse(
+                        name,
+                        &data::resolve_data_dir(data_dir.as_deref()),
+                        stare_protocol,
+                    );
+                    Some((d.describe(), load(&d, Split::Test)?))
+                }
+                None => None,
+            };
+            let bar = ProgressBar::new(test.as_ref().map_or(0, |t| t.1.len() as u64));
+            bar.set_style(
+                ProgressStyle::with_template("evaluating export [{bar:30}] {pos}/{len} {msg}")
+                    .expect("template"),
+            );
+            let outcome = vessel_trainer::export::export_checkpoint(
+                &checkpoint,
+                &out,
+                test.as_ref().map(|(name, s)| (name.as_str(), s.as_slice())),
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "exported {} ({}, {} parameters, input {}x{}, {} bytes)\ncontent {}",
+                out.display(),
+                outcome.metadata.precision,
+                outcome.metadata.parameters,
+                outcome.metadata.input_size[0],
+                outcome.metadata.input_size[1],
+                size,
+                outcome.metadata.content_hash
+            );
+            if let Some(report) = &outcome.report {
+                print!("{}", eval::format_report(report));
+            }
+        }
         Command::Eval {
             data,
             checkpoint,
+            model,
             threshold,
             json,
             save_predictions,
             train_split,
         } => {
-            let (predictor, state) = Predictor::from_checkpoint(&checkpoint)?;
             let dataset = data.dataset();
             let split = if train_split {
                 Split::Train
@@ -252,22 +317,47 @@ fn run(cli: Cli) -> Result<()> {
                 ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {msg}")
                     .expect("template"),
             );
-            let mut report = eval::evaluate(
-                &predictor,
-                &samples,
-                &dataset.describe(),
-                threshold,
-                save_predictions.as_deref(),
-                &bar,
-            )?;
+            let report = if let Some(model) = &model {
+                let mut engine = vessel_runtime::engine::Engine::load(model, None)?;
+                let m = &engine.metadata;
+                println!(
+                    "model {} ({}, trained on {}, {} epochs, {})",
+                    model.display(),
+                    m.precision,
+                    m.trained_on,
+                    m.epochs,
+                    m.content_hash
+                );
+                let r = eval::evaluate(
+                    &mut eval::engine_predict(&mut engine),
+                    &samples,
+                    &dataset.describe(),
+                    threshold,
+                    save_predictions.as_deref(),
+                    &bar,
+                )?;
+                r
+            } else {
+                let checkpoint = checkpoint.expect("clap requires --checkpoint or --model");
+                let (predictor, state) = Predictor::from_checkpoint(&checkpoint)?;
+                println!(
+                    "checkpoint {} (trained on {}, {} epochs)",
+                    checkpoint.display(),
+                    state.options.dataset,
+                    state.epochs_done
+                );
+                let mut r = eval::evaluate(
+                    &mut predictor.as_fn(),
+                    &samples,
+                    &dataset.describe(),
+                    threshold,
+                    save_predictions.as_deref(),
+                    &bar,
+                )?;
+                r.checkpoint = Some(checkpoint);
+                r
+            };
             bar.finish_and_clear();
-            report.checkpoint = Some(checkpoint.clone());
-            println!(
-                "checkpoint {} (trained on {}, {} epochs)",
-                checkpoint.display(),
-                state.options.dataset,
-                state.epochs_done
-            );
             print!("{}", eval::format_report(&report));
             if let Some(path) = json {
                 let text = serde_json::to_vec_pretty(&report)?;

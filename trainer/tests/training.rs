@@ -85,7 +85,15 @@ fn tiny_model_overfits_a_tiny_dataset() {
         h.iter().position(|r| r.val_f1 == best_f1).unwrap() + 1
     );
     let bar = indicatif::ProgressBar::hidden();
-    let report = evaluate(&predictor, &samples, "synthetic", 0.5, None, &bar).unwrap();
+    let report = evaluate(
+        &mut predictor.as_fn(),
+        &samples,
+        "synthetic",
+        0.5,
+        None,
+        &bar,
+    )
+    .unwrap();
     assert!(
         (report.fov.mean.f1 - best_f1).abs() < 1e-6,
         "{} vs {best_f1}",

@@ -1,0 +1,197 @@
+//! The inference engine: an exported NNEF model run by tract.
+//!
+//! The model is fixed to one network input size (symbols `H8`, `W8` of the exported graph),
+//! optimised once, and then run frame after frame: RGB image → shared preprocessing → tract
+//! → probabilities cropped back to the image's own resolution. The input tensor is owned
+//! here and reused (tract gets a reference-counted handle, not a copy), so a frame costs no
+//! allocation in our code; tract allocates its own intermediate tensors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use image::RgbImage;
+use tract_core::internal::*;
+use tract_nnef::prelude::Framework;
+
+use crate::model_file::{ModelFile, ModelFileError, ModelMetadata};
+use crate::preprocess::{Placement, PreprocessError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    File(#[from] ModelFileError),
+    #[error("{path}: tract cannot load the model: {reason}")]
+    Load { path: String, reason: String },
+    #[error("{path}: cannot prepare the model for {width}x{height}: {reason}")]
+    Plan {
+        path: String,
+        width: u32,
+        height: u32,
+        reason: String,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+}
+
+/// A loaded model, fixed to a network input size and ready to run.
+pub struct Engine {
+    pub metadata: ModelMetadata,
+    path: String,
+    /// The decluttered model with symbolic sides, kept to re-plan for another size.
+    symbolic: TypedModel,
+    plan: Arc<TypedSimplePlan>,
+    state: TypedSimpleState,
+    net_width: u32,
+    net_height: u32,
+    input: Arc<Tensor>,
+}
+
+fn load_err(path: &str) -> impl Fn(TractError) -> EngineError + '_ {
+    move |e| EngineError::Load {
+        path: path.to_string(),
+        reason: format!("{e:#}"),
+    }
+}
+
+impl Engine {
+    /// Loads a model file and prepares it for a `width`×`height` network input (the model's
+    /// own training size when `None`).
+    pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Self, EngineError> {
+        let file = ModelFile::read(path)?;
+        let name = path.display().to_string();
+        let nnef = tract_nnef::nnef();
+        let tar = file.nnef_tar();
+        let proto = nnef
+            .proto_model_for_read(&mut tar.as_slice())
+            .map_err(load_err(&name))?;
+        let symbolic = nnef
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.into_decluttered())
+            .map_err(load_err(&name))?;
+        let [w, h] = file.metadata.input_size;
+        let (width, height) = size.unwrap_or((w, h));
+        let (plan, state, input) = Self::plan(&symbolic, &name, width, height)?;
+        Ok(Self {
+            metadata: file.metadata,
+            path: name,
+            symbolic,
+            plan,
+            state,
+            net_width: width,
+            net_height: height,
+            input,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        symbolic: &TypedModel,
+        path: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(Arc<TypedSimplePlan>, TypedSimpleState, Arc<Tensor>), EngineError> {
+        let plan_err = |reason: String| EngineError::Plan {
+            path: path.to_string(),
+            width,
+            height,
+            reason,
+        };
+        Placement::in_network(width, height, width, height)?;
+        let mut values = std::collections::HashMap::new();
+        // The exported graph's sides are 8·H8 × 8·W8 (see the trainer's export).
+        let multiple = crate::preprocess::SIZE_MULTIPLE;
+        values.insert(
+            symbolic.symbols.sym("H8"),
+            TDim::Val((height / multiple) as i64),
+        );
+        values.insert(
+            symbolic.symbols.sym("W8"),
+            TDim::Val((width / multiple) as i64),
+        );
+        let plan = symbolic
+            .set_symbols(&values)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| plan_err(format!("{e:#}")))?;
+        let state = plan.spawn().map_err(|e| plan_err(format!("{e:#}")))?;
+        let input = Arc::new(
+            Tensor::zero::<f32>(&[1, 3, height as usize, width as usize])
+                .map_err(|e| plan_err(format!("{e:#}")))?,
+        );
+        Ok((plan, state, input))
+    }
+
+    /// The network input size, `(width, height)`.
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.net_width, self.net_height)
+    }
+
+    /// Re-plans the engine for another network input size (no-op when unchanged).
+    pub fn set_input_size(&mut self, width: u32, height: u32) -> Result<(), EngineError> {
+        if (width, height) != (self.net_width, self.net_height) {
+            let (plan, state, input) = Self::plan(&self.symbolic, &self.path, width, height)?;
+            (self.plan, self.state, self.input) = (plan, state, input);
+            (self.net_width, self.net_height) = (width, height);
+        }
+        Ok(())
+    }
+
+    /// Where an image of `width`×`height` goes in the network input, or an error if it
+    /// does not fit.
+    pub fn placement(&self, width: u32, height: u32) -> Result<Placement, EngineError> {
+        Ok(Placement::in_network(
+            width,
+            height,
+            self.net_width,
+            self.net_height,
+        )?)
+    }
+
+    /// Runs the model on `image` and writes vessel probabilities at the image's resolution
+    /// (row-major) into `probabilities`, which must hold `width × height` values.
+    pub fn infer(
+        &mut self,
+        image: &RgbImage,
+        probabilities: &mut [f32],
+    ) -> Result<Placement, EngineError> {
+        let (w, h) = image.dimensions();
+        let placement = self.placement(w, h)?;
+        {
+            // The previous run's handles are gone by now: the tensor is ours to refill.
+            let input = Arc::get_mut(&mut self.input)
+                .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
+            let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
+            let mut plain = input.try_as_plain_ram_mut().map_err(run_err)?;
+            let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
+            placement.write_input(image, self.metadata.normalization, data)?;
+        }
+        let outputs = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
+        let plain = outputs[0].try_as_plain_ram().map_err(run_err)?;
+        placement.crop_plane(plain.as_slice::<f32>().map_err(run_err)?, probabilities)?;
+        Ok(placement)
+    }
+
+    /// Convenience: probabilities of an image of any size, re-planning the network size to
+    /// the smallest that holds it when the current one does not (allocates the result).
+    pub fn segment(&mut self, image: &RgbImage) -> Result<Vec<f32>, EngineError> {
+        let (w, h) = image.dimensions();
+        if self.placement(w, h).is_err() {
+            let p = Placement::smallest_for(w, h);
+            self.set_input_size(p.net_width, p.net_height)?;
+        }
+        let mut probs = vec![0.0; (w * h) as usize];
+        self.infer(image, &mut probs)?;
+        Ok(probs)
+    }
+
+    /// The optimised tract plan, for profiling.
+    pub fn plan_ref(&self) -> &Arc<TypedSimplePlan> {
+        &self.plan
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests across the crates live in this package's `[[test]]` targets.

@@ -1,0 +1,332 @@
+//! NNEF export of a trained SA-UNetv2: `graph.nnef` text and `.dat` tensors, written by hand
+//! (burn has no NNEF writer) so the trainer needs no tract dependency to write a model. This
+//! is the one definition of the inference graph; burn's `model.rs` is the one for training.
+//!
+//! Graph choices (see `../shared/notes/tract-nnef-facts.md`, measured there):
+//! - Input `[1, 3, 8·H8, 8·W8]` with symbols `H8`, `W8` (sides in units of 8): the runtime
+//!   fixes the size when it loads.
+//! - GroupNorm as reshape `[1, G, C/G, H, W]` → mean → centre → mean of squares → rsqrt →
+//!   reshape back → affine, the form tract's optimiser fuses best.
+//! - SiLU as `y · σ(y)` (tract folds it into one op). DropBlock is gone (inference).
+//! - Transposed conv with padding `(1, 0)` per axis and no `output_shape`: exactly 2× (as
+//!   burn's padding 1 + output padding 1) while staying valid for symbolic sizes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::GroupNorm;
+use burn::tensor::Tensor;
+
+use vessel_runtime::model_file::{ModelMetadata, Precision, FORMAT};
+use vessel_runtime::preprocess::{Normalization, SIZE_MULTIPLE};
+
+use crate::model::{ConvBlock, ConvUnit, DecoderLevel, SaUnetConfig, SaUnetV2};
+
+/// An NNEF model in memory: entry name → bytes (`graph.nnef`, `*.dat`).
+pub type NnefEntries = BTreeMap<String, Vec<u8>>;
+
+/// Encodes an f32 tensor in NNEF's `.dat` format (128-byte header, little-endian data).
+pub fn dat_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    assert!(shape.len() <= 8, "NNEF tensors have rank 8 at most");
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "shape and data disagree"
+    );
+    let mut out = Vec::with_capacity(128 + data.len() * 4);
+    out.extend_from_slice(&[0x4e, 0xef, 1, 0]); // magic, version 1.0
+    out.extend_from_slice(&((data.len() * 4) as u32).to_le_bytes());
+    out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+    for i in 0..8 {
+        out.extend_from_slice(&(shape.get(i).copied().unwrap_or(0) as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&32u32.to_le_bytes()); // bits per item
+    out.extend_from_slice(&0u16.to_le_bytes()); // item type: float
+    out.extend_from_slice(&0u16.to_le_bytes()); // vendor: Khronos
+    out.resize(128, 0);
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn values<const D: usize>(t: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
+    let t = t.val();
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 parameters");
+    (shape, data)
+}
+
+/// Builds the graph text line by line and collects the variables.
+struct GraphWriter {
+    body: String,
+    entries: NnefEntries,
+    next: usize,
+}
+
+impl GraphWriter {
+    fn variable(&mut self, label: &str, shape: &[usize], data: &[f32]) -> String {
+        self.entries
+            .insert(format!("{label}.dat"), dat_f32(shape, data));
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        writeln!(
+            self.body,
+            "    {label} = variable<scalar>(label = '{label}', shape = [{}]);",
+            dims.join(", ")
+        )
+        .expect("writing to a String");
+        label.to_string()
+    }
+
+    /// Emits `tN = expr;` and returns `tN`.
+    fn op(&mut self, expr: impl AsRef<str>) -> String {
+        let id = format!("t{}", self.next);
+        self.next += 1;
+        writeln!(self.body, "    {id} = {};", expr.as_ref()).expect("writing to a String");
+        id
+    }
+
+    fn conv(&mut self, x: &str, conv: &Conv2d, name: &str) -> String {
+        let (wshape, w) = values(&conv.weight);
+        let pad = wshape[2] / 2;
+        let w = self.variable(&format!("{name}_weight"), &wshape, &w);
+        let b = match &conv.bias {
+            Some(bias) => {
+                let (bshape, b) = values(bias);
+                self.variable(&format!("{name}_bias"), &[1, bshape[0]], &b)
+            }
+            None => "0.0".to_string(),
+        };
+        self.op(format!(
+            "conv({x}, {w}, {b}, border = 'constant', padding = [({pad}, {pad}), ({pad}, {pad})], \
+             stride = [1, 1], dilation = [1, 1], groups = 1)"
+        ))
+    }
+
+    fn deconv(&mut self, x: &str, up: &ConvTranspose2d, name: &str) -> String {
+        // burn stores [Cin, Cout, kh, kw]; NNEF/tract want [Cout, Cin, kh, kw].
+        let (s, w) = values(&up.weight);
+        let (cin, cout, kh, kw) = (s[0], s[1], s[2], s[3]);
+        let mut t = vec![0.0; w.len()];
+        for i in 0..cin {
+            for o in 0..cout {
+                let src = (i * cout + o) * kh * kw;
+                let dst = (o * cin + i) * kh * kw;
+                t[dst..dst + kh * kw].copy_from_slice(&w[src..src + kh * kw]);
+            }
+        }
+        let w = self.variable(&format!("{name}_weight"), &[cout, cin, kh, kw], &t);
+        let (_, b) = values(up.bias.as_ref().expect("transposed convs have a bias"));
+        let b = self.variable(&format!("{name}_bias"), &[1, cout], &b);
+        self.op(format!(
+            "deconv({x}, {w}, {b}, border = 'constant', padding = [(1, 0), (1, 0)], \
+             stride = [2, 2], dilation = [1, 1], groups = 1)"
+        ))
+    }
+
+    fn group_norm_silu(&mut self, x: &str, norm: &GroupNorm, name: &str) -> String {
+        let (g, c) = (norm.num_groups, norm.num_channels);
+        let grouped = self.op(format!(
+            "reshape({x}, shape = [{g}, {}], axis_start = 1, axis_count = 1)",
+            c / g
+        ));
+        let mean = self.op(format!("mean_reduce({grouped}, axes = [2, 3, 4])"));
+        let centred = self.op(format!("sub({grouped}, {mean})"));
+        let square = self.op(format!("square({centred})"));
+        let var = self.op(format!("mean_reduce({square}, axes = [2, 3, 4])"));
+        let inv = self.op(format!("rsqrt(add({var}, {:?}))", norm.epsilon as f32));
+        let normed = self.op(format!("mul({centred}, {inv})"));
+        let flat = self.op(format!(
+            "reshape({normed}, shape = [{c}], axis_start = 1, axis_count = 2)"
+        ));
+        let (_, gamma) = values(norm.gamma.as_ref().expect("affine GroupNorm"));
+        let (_, beta) = values(norm.beta.as_ref().expect("affine GroupNorm"));
+        let gamma = self.variable(&format!("{name}_gamma"), &[1, c, 1, 1], &gamma);
+        let beta = self.variable(&format!("{name}_beta"), &[1, c, 1, 1], &beta);
+        let y = self.op(format!("add(mul({flat}, {gamma}), {beta})"));
+        self.op(format!("mul({y}, sigmoid({y}))"))
+    }
+
+    fn unit(&mut self, x: &str, unit: &ConvUnit, name: &str) -> String {
+        let c = self.conv(x, &unit.conv, &format!("{name}_conv"));
+        self.group_norm_silu(&c, &unit.norm, &format!("{name}_norm"))
+    }
+
+    fn block(&mut self, x: &str, block: &ConvBlock, name: &str) -> String {
+        let first = self.unit(x, &block.first, &format!("{name}_first"));
+        self.unit(&first, &block.second, &format!("{name}_second"))
+    }
+
+    fn max_pool(&mut self, x: &str) -> String {
+        self.op(format!(
+            "max_pool({x}, size = [1, 1, 2, 2], border = 'ignore', \
+             padding = [(0, 0), (0, 0), (0, 0), (0, 0)], stride = [1, 1, 2, 2], dilation = [1, 1, 1, 1])"
+        ))
+    }
+
+    /// `gate(x) = x · σ(conv([pool_a, pool_b]))`.
+    fn attention(&mut self, x: &str, a: &str, b: &str, conv: &Conv2d, name: &str) -> String {
+        let pooled = self.op(format!("concat([{a}, {b}], axis = 1)"));
+        let logits = self.conv(&pooled, conv, name);
+        self.op(format!("mul({x}, sigmoid({logits}))"))
+    }
+
+    fn decoder(&mut self, x: &str, skip: &str, level: &DecoderLevel, name: &str) -> String {
+        let d = self.deconv(x, &level.up, &format!("{name}_up"));
+        let skip_mean = self.op(format!("mean_reduce({skip}, axes = [1])"));
+        let d_mean = self.op(format!("mean_reduce({d}, axes = [1])"));
+        let attended = self.attention(
+            skip,
+            &skip_mean,
+            &d_mean,
+            &level.attention.conv,
+            &format!("{name}_csa"),
+        );
+        let joined = self.op(format!("concat([{d}, {attended}], axis = 1)"));
+        self.block(&joined, &level.block, &format!("{name}_block"))
+    }
+}
+
+/// The f32 inference graph of `model` with its weights: input `input` `[1, 3, H, W]` (RGB,
+/// normalised), output `output` `[1, 1, H, W]` vessel probabilities.
+pub fn nnef_f32(model: &SaUnetV2) -> NnefEntries {
+    let mut g = GraphWriter {
+        body: String::new(),
+        entries: BTreeMap::new(),
+        next: 0,
+    };
+    let channels = model.enc1.first.conv.weight.val().dims()[1];
+    // Sides as 8 × a symbol, so every pooling level divides exactly (tract cannot prove
+    // that `2 * (H / 8) == H / 4` for an arbitrary H).
+    writeln!(
+        g.body,
+        "    input = external<scalar>(shape = [1, {channels}, 8 * H8, 8 * W8]);"
+    )
+    .expect("String");
+    let s1 = g.block("input", &model.enc1, "enc1");
+    let p1 = g.max_pool(&s1);
+    let s2 = g.block(&p1, &model.enc2, "enc2");
+    let p2 = g.max_pool(&s2);
+    let s3 = g.block(&p2, &model.enc3, "enc3");
+    let p3 = g.max_pool(&s3);
+    let b = g.unit(&p3, &model.bottleneck_in, "bottleneck_in");
+    let b_mean = g.op(format!("mean_reduce({b}, axes = [1])"));
+    let b_max = g.op(format!("max_reduce({b}, axes = [1])"));
+    let b = g.attention(
+        &b,
+        &b_mean,
+        &b_max,
+        &model.bottleneck_attention.conv,
+        "bottleneck_sa",
+    );
+    let b = g.unit(&b, &model.bottleneck_out, "bottleneck_out");
+    let d3 = g.decoder(&b, &s3, &model.dec3, "dec3");
+    let d2 = g.decoder(&d3, &s2, &model.dec2, "dec2");
+    let d1 = g.decoder(&d2, &s1, &model.dec1, "dec1");
+    let logits = g.conv(&d1, &model.head, "head");
+    writeln!(g.body, "    output = sigmoid({logits});").expect("String");
+
+    let graph = format!(
+        "version 1.0;\n\nextension tract_symbol H8;\nextension tract_symbol W8;\n\n\
+         graph sa_unet_v2( input ) -> ( output )\n{{\n{}}}\n",
+        g.body
+    );
+    g.entries.insert("graph.nnef".into(), graph.into_bytes());
+    g.entries
+}
+
+/// Metadata for an exported model (content hash and test metrics are filled in later).
+pub fn model_metadata(
+    config: &SaUnetConfig,
+    input_size: u32,
+    threshold: f32,
+    trained_on: String,
+    epochs: usize,
+    precision: Precision,
+) -> ModelMetadata {
+    use burn::module::Module;
+    let parameters = SaUnetV2::new(config, &crate::backend::inference_device()).num_params();
+    ModelMetadata {
+        format: FORMAT.into(),
+        architecture: "SA-UNetv2".into(),
+        parameters,
+        precision,
+        input_channels: config.in_channels,
+        input_size: [input_size, input_size],
+        size_multiple: SIZE_MULTIPLE,
+        normalization: Normalization::UnitRange,
+        threshold,
+        trained_on,
+        epochs,
+        calibration: None,
+        test_metrics: None,
+        content_hash: String::new(),
+    }
+}
+
+/// What `vessel-train export` did.
+pub struct ExportOutcome {
+    pub metadata: ModelMetadata,
+    /// The exported file's own evaluation (runtime engine), when a test set was given.
+    pub report: Option<crate::eval::EvalReport>,
+}
+
+/// Exports a checkpoint as an f32 NNEF model at `out` (archive or directory). With `test`,
+/// evaluates the written file through the runtime engine — exactly what the device runs —
+/// and records the test metrics in its metadata.
+pub fn export_checkpoint(
+    checkpoint: &std::path::Path,
+    out: &std::path::Path,
+    test: Option<(&str, &[crate::data::Sample])>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<ExportOutcome> {
+    use anyhow::Context;
+    use vessel_runtime::model_file::{ModelFile, RecordedMetrics};
+
+    let (predictor, state) = crate::eval::Predictor::from_checkpoint(checkpoint)?;
+    let opts = &state.options;
+    let entries = nnef_f32(&predictor.model);
+    let metadata = model_metadata(
+        &opts.model,
+        opts.input_size,
+        opts.threshold,
+        opts.dataset.clone(),
+        state.epochs_done,
+        Precision::F32,
+    );
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut metadata = ModelFile::write(out, entries.clone(), metadata)?;
+    let mut report = None;
+    if let Some((dataset, samples)) = test {
+        let mut engine = vessel_runtime::engine::Engine::load(out, None)?;
+        let r = crate::eval::evaluate(
+            &mut crate::eval::engine_predict(&mut engine),
+            samples,
+            dataset,
+            metadata.threshold,
+            None,
+            bar,
+        )?;
+        metadata.test_metrics = Some(RecordedMetrics {
+            dataset: dataset.to_string(),
+            images: r.images,
+            f1_fov: r.fov.mean.f1,
+            f1_whole: r.whole.mean.f1,
+            mcc_fov: r.fov.mean.mcc,
+            auc_fov: r.fov.mean.auc,
+        });
+        // The content (and its hash) is unchanged: only the metadata gains the metrics.
+        metadata = ModelFile::write(out, entries, metadata)?;
+        report = Some(r);
+    }
+    Ok(ExportOutcome { metadata, report })
+}

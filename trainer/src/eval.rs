@@ -128,7 +128,8 @@ pub struct ObserverReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub dataset: String,
-    pub checkpoint: Option<PathBuf>,
+    /// The checkpoint or exported model that was evaluated.
+    pub source: Option<PathBuf>,
     pub threshold: f32,
     pub images: usize,
     pub fov_derived: bool,
@@ -192,7 +193,7 @@ pub fn evaluate(
         });
     Ok(EvalReport {
         dataset: dataset.to_string(),
-        checkpoint: None,
+        source: None,
         threshold,
         images: samples.len(),
         fov_derived: samples.iter().any(|s| s.fov_derived),

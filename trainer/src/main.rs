@@ -305,6 +305,15 @@ fn run(cli: Cli) -> Result<()> {
             save_predictions,
             train_split,
         } => {
+            // The model first: a bad model file fails before any data is read.
+            let mut engine = match &model {
+                Some(path) => Some(vessel_runtime::engine::Engine::load(path, None)?),
+                None => None,
+            };
+            let burn = match (&engine, &checkpoint) {
+                (None, Some(path)) => Some(Predictor::from_checkpoint(path)?),
+                _ => None,
+            };
             let dataset = data.dataset();
             let split = if train_split {
                 Split::Train
@@ -317,46 +326,43 @@ fn run(cli: Cli) -> Result<()> {
                 ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {msg}")
                     .expect("template"),
             );
-            let report = if let Some(model) = &model {
-                let mut engine = vessel_runtime::engine::Engine::load(model, None)?;
-                let m = &engine.metadata;
-                println!(
-                    "model {} ({}, trained on {}, {} epochs, {})",
-                    model.display(),
-                    m.precision,
-                    m.trained_on,
-                    m.epochs,
-                    m.content_hash
-                );
-                let r = eval::evaluate(
-                    &mut eval::engine_predict(&mut engine),
-                    &samples,
-                    &dataset.describe(),
-                    threshold,
-                    save_predictions.as_deref(),
-                    &bar,
-                )?;
-                r
-            } else {
-                let checkpoint = checkpoint.expect("clap requires --checkpoint or --model");
-                let (predictor, state) = Predictor::from_checkpoint(&checkpoint)?;
-                println!(
-                    "checkpoint {} (trained on {}, {} epochs)",
-                    checkpoint.display(),
-                    state.options.dataset,
-                    state.epochs_done
-                );
-                let mut r = eval::evaluate(
-                    &mut predictor.as_fn(),
-                    &samples,
-                    &dataset.describe(),
-                    threshold,
-                    save_predictions.as_deref(),
-                    &bar,
-                )?;
-                r.checkpoint = Some(checkpoint);
-                r
+            let mut predict: Box<eval::PredictFn<'_>> = match (&mut engine, &burn) {
+                (Some(engine), _) => {
+                    let m = &engine.metadata;
+                    println!(
+                        "model {} ({}, trained on {}, {} epochs, {})",
+                        model.as_ref().expect("engine implies --model").display(),
+                        m.precision,
+                        m.trained_on,
+                        m.epochs,
+                        m.content_hash
+                    );
+                    Box::new(eval::engine_predict(engine))
+                }
+                (None, Some((predictor, state))) => {
+                    println!(
+                        "checkpoint {} (trained on {}, {} epochs)",
+                        checkpoint
+                            .as_ref()
+                            .expect("burn implies --checkpoint")
+                            .display(),
+                        state.options.dataset,
+                        state.epochs_done
+                    );
+                    Box::new(predictor.as_fn())
+                }
+                (None, None) => unreachable!("clap requires --checkpoint or --model"),
             };
+            let mut report = eval::evaluate(
+                &mut *predict,
+                &samples,
+                &dataset.describe(),
+                threshold,
+                save_predictions.as_deref(),
+                &bar,
+            )?;
+            drop(predict);
+            report.source = checkpoint.clone().or(model.clone());
             bar.finish_and_clear();
             print!("{}", eval::format_report(&report));
             if let Some(path) = json {

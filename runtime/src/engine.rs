@@ -46,6 +46,7 @@ pub struct Engine {
     net_width: u32,
     net_height: u32,
     input: Arc<Tensor>,
+    output: Option<TValue>,
 }
 
 fn load_err(path: &str) -> impl Fn(TractError) -> EngineError + '_ {
@@ -82,6 +83,7 @@ impl Engine {
             net_width: width,
             net_height: height,
             input,
+            output: None,
         })
     }
 
@@ -133,6 +135,7 @@ impl Engine {
         if (width, height) != (self.net_width, self.net_height) {
             let (plan, state, input) = Self::plan(&self.symbolic, &self.path, width, height)?;
             (self.plan, self.state, self.input) = (plan, state, input);
+            self.output = None;
             (self.net_width, self.net_height) = (width, height);
         }
         Ok(())
@@ -156,25 +159,53 @@ impl Engine {
         image: &RgbImage,
         probabilities: &mut [f32],
     ) -> Result<Placement, EngineError> {
+        let placement = self.load_input(image)?;
+        self.run()?;
+        self.read_output(&placement, probabilities)?;
+        Ok(placement)
+    }
+
+    /// Stage 1 of [`infer`](Self::infer): preprocesses `image` into the engine's own input
+    /// tensor (no allocation).
+    pub fn load_input(&mut self, image: &RgbImage) -> Result<Placement, EngineError> {
         let (w, h) = image.dimensions();
         let placement = self.placement(w, h)?;
-        {
-            // The previous run's handles are gone by now: the tensor is ours to refill.
-            let input = Arc::get_mut(&mut self.input)
-                .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
-            let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
-            let mut plain = input.try_as_plain_ram_mut().map_err(run_err)?;
-            let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
-            placement.write_input(image, self.metadata.normalization, data)?;
-        }
-        let outputs = self
+        // The previous frame's output is dropped first so that tract holds no handle on
+        // the input and it is ours to refill.
+        self.output = None;
+        let input = Arc::get_mut(&mut self.input)
+            .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
+        let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
+        let mut plain = input.try_as_plain_ram_mut().map_err(run_err)?;
+        let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
+        placement.write_input(image, self.metadata.normalization, data)?;
+        Ok(placement)
+    }
+
+    /// Stage 2: runs tract on the loaded input (tract allocates its intermediate tensors).
+    pub fn run(&mut self) -> Result<(), EngineError> {
+        let mut outputs = self
             .state
             .run(tvec!(TValue::from_const(self.input.clone())))
             .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        self.output = outputs.pop();
+        Ok(())
+    }
+
+    /// Stage 3: crops the network output back to the image (no allocation).
+    pub fn read_output(
+        &self,
+        placement: &Placement,
+        probabilities: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let output = self
+            .output
+            .as_ref()
+            .ok_or_else(|| EngineError::Run("no output: run the model first".into()))?;
         let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
-        let plain = outputs[0].try_as_plain_ram().map_err(run_err)?;
+        let plain = output.try_as_plain_ram().map_err(run_err)?;
         placement.crop_plane(plain.as_slice::<f32>().map_err(run_err)?, probabilities)?;
-        Ok(placement)
+        Ok(())
     }
 
     /// Convenience: probabilities of an image of any size, re-planning the network size to
@@ -188,6 +219,28 @@ impl Engine {
         let mut probs = vec![0.0; (w * h) as usize];
         self.infer(image, &mut probs)?;
         Ok(probs)
+    }
+
+    /// Sets how many threads tract's matrix products use, process-wide (1 = no thread
+    /// pool). More than one needs the `multithread` feature.
+    pub fn set_threads(threads: usize) -> Result<(), EngineError> {
+        #[cfg(feature = "multithread")]
+        {
+            use tract_linalg::multithread::{set_default_executor, Executor};
+            set_default_executor(if threads > 1 {
+                Executor::multithread(threads)
+            } else {
+                Executor::SingleThread
+            });
+            Ok(())
+        }
+        #[cfg(not(feature = "multithread"))]
+        match threads {
+            1 => Ok(()),
+            n => Err(EngineError::Run(format!(
+                "{n} threads requested, but this build is single-threaded (enable the `multithread` feature)"
+            ))),
+        }
     }
 
     /// The optimised tract plan, for profiling.

@@ -15,6 +15,10 @@ pub mod metrics;
 pub mod preprocess;
 
 pub use image_io::{BinaryMask, ImageError};
+pub mod alloc_count;
+#[cfg(feature = "engine")]
+pub mod bench;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod model_file;
+pub mod system_info;

@@ -21,13 +21,7 @@ pub struct TrainBench {
     pub peak_rss_mb: Option<f64>,
 }
 
-/// The process's peak resident set size (Linux `VmHWM`), in MB.
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+use vessel_runtime::system_info::peak_rss_mb;
 
 pub fn run(size: u32, batch_size: usize, warmup: usize, steps: usize) -> TrainBench {
     let device = crate::backend::training_device();

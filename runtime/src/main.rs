@@ -1,0 +1,200 @@
+//! `vessel`: the device program. Now: `bench` (latency and memory on this board) and `info`
+//! (model metadata and the machine). Capture, display and batch segmentation follow.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use vessel_runtime::alloc_count::CountingAllocator;
+use vessel_runtime::bench;
+use vessel_runtime::engine::Engine;
+use vessel_runtime::image_io::load_rgb;
+use vessel_runtime::model_file::ModelFile;
+use vessel_runtime::system_info::SystemInfo;
+
+// Counts allocations and live memory: the memory budget and the benchmark depend on it.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// The shipped default model (DRIVE-trained, int8).
+const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
+
+#[derive(Parser)]
+#[command(
+    name = "vessel",
+    version,
+    about = "Retinal vessel segmentation on GPU-less devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Latency and memory benchmark: warm-up, then N runs of the whole frame path.
+    Bench {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// Network input, `N` (square) or `WxH` (multiples of 8) [default: the model's].
+        #[arg(long)]
+        size: Option<String>,
+        /// Benchmark on this image instead of a synthetic fundus of the input size.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Refuse to run when the model's working memory exceeds this many MB.
+        #[arg(long)]
+        memory_budget: Option<f64>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Show a model's metadata and this machine.
+    Info {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .with_context(|| format!("--size '{s}': '{t}' is not a number"))
+    };
+    let (w, h) = match s.split_once(['x', 'X']) {
+        Some((w, h)) => (parse(w)?, parse(h)?),
+        None => {
+            let n = parse(s)?;
+            (n, n)
+        }
+    };
+    if w == 0 || h == 0 || w % 8 != 0 || h % 8 != 0 {
+        anyhow::bail!("--size '{s}': sides must be non-zero multiples of 8");
+    }
+    Ok((w, h))
+}
+
+fn missing_model_hint(model: &std::path::Path) -> String {
+    format!(
+        "{}: no such model (export one with `vessel-train export --checkpoint CKPT --out {}`)",
+        model.display(),
+        model.display()
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { model } => {
+            if !model.exists() {
+                anyhow::bail!(missing_model_hint(&model));
+            }
+            let file = ModelFile::read(&model)?;
+            println!("model {}", model.display());
+            println!("{}", serde_json::to_string_pretty(&file.metadata)?);
+            println!(
+                "machine\n{}",
+                serde_json::to_string_pretty(&SystemInfo::read())?
+            );
+        }
+        Command::Bench {
+            model,
+            size,
+            image,
+            threads,
+            warmup,
+            runs,
+            memory_budget,
+            json,
+        } => {
+            if !model.exists() {
+                anyhow::bail!(missing_model_hint(&model));
+            }
+            if runs == 0 {
+                anyhow::bail!("--runs must be at least 1");
+            }
+            let size = size.as_deref().map(parse_size).transpose()?;
+            Engine::set_threads(threads)?;
+            let mut engine = Engine::load(&model, size)?;
+            let (w, h) = engine.input_size();
+            let img = match &image {
+                Some(path) => load_rgb(path)?,
+                None => bench::synthetic_fundus(w, h),
+            };
+            engine
+                .placement(img.width(), img.height())
+                .with_context(|| {
+                    format!(
+                        "image {}x{} vs network {w}x{h}: pass a larger --size",
+                        img.width(),
+                        img.height()
+                    )
+                })?;
+            let mut probabilities = vec![0.0; (img.width() * img.height()) as usize];
+            if let Some(needed) =
+                bench::check_memory_budget(&mut engine, &img, &mut probabilities, memory_budget)?
+            {
+                eprintln!(
+                    "working memory {needed:.1} MB{}",
+                    memory_budget.map_or(String::new(), |b| format!(" (budget {b:.0} MB)"))
+                );
+            }
+            eprintln!(
+                "{} ({}), {w}x{h}, {threads} thread(s): {warmup} warm-up + {runs} runs",
+                model.display(),
+                engine.metadata.precision
+            );
+            let report = bench::run(
+                &mut engine,
+                &model.display().to_string(),
+                &img,
+                threads,
+                warmup,
+                runs,
+                |i| {
+                    eprint!("\rrun {i}/{runs}");
+                },
+            )?;
+            eprintln!();
+            let opt =
+                |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
+            println!(
+                "p50 {:.1} ms  p95 {:.1} ms  {:.2} fps  peak RSS {}  model peak {}  allocations/frame {} (ours {})",
+                report.p50_ms,
+                report.p95_ms,
+                report.fps,
+                opt(report.peak_rss_mb, " MB"),
+                opt(report.model_peak_mb, " MB"),
+                opt(report.allocations_per_frame, ""),
+                opt(report.our_allocations_per_frame, ""),
+            );
+            let s = &report.system;
+            println!(
+                "{} | {} | {} cores | {} | {}",
+                s.board.as_deref().unwrap_or("unknown board"),
+                s.cpu.as_deref().unwrap_or("unknown CPU"),
+                s.cores,
+                opt(s.temperature_c, " °C"),
+                opt(s.clock_mhz, " MHz")
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}

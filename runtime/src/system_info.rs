@@ -1,0 +1,72 @@
+//! What a benchmark records about the machine it ran on: board, CPU, temperature, clock,
+//! peak RSS — read from `/proc` and `/sys` where they exist (Linux), absent elsewhere.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SystemInfo {
+    /// Board model (device tree), e.g. "Raspberry Pi 4 Model B Rev 1.4".
+    pub board: Option<String>,
+    pub cpu: Option<String>,
+    pub cores: usize,
+    pub arch: &'static str,
+    pub temperature_c: Option<f64>,
+    pub clock_mhz: Option<f64>,
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| {
+            s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+}
+
+fn cpu_name() -> Option<String> {
+    let info = read("/proc/cpuinfo")?;
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    // x86: "model name"; ARM: implementer / part numbers (0x41/0xd08 = Cortex-A72 …).
+    field("model name").or_else(|| {
+        let part = field("CPU part")?;
+        let name = match part.as_str() {
+            "0xd03" => "Cortex-A53",
+            "0xd08" => "Cortex-A72",
+            "0xd0b" => "Cortex-A76",
+            _ => "ARM",
+        };
+        Some(format!("{name} (CPU part {part})"))
+    })
+}
+
+impl SystemInfo {
+    pub fn read() -> Self {
+        Self {
+            board: read("/proc/device-tree/model")
+                .or_else(|| read("/sys/class/dmi/id/product_name")),
+            cpu: cpu_name(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            arch: std::env::consts::ARCH,
+            temperature_c: read("/sys/class/thermal/thermal_zone0/temp")
+                .and_then(|t| t.parse::<f64>().ok())
+                .map(|m| m / 1000.0),
+            clock_mhz: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+                .and_then(|t| t.parse::<f64>().ok())
+                .map(|khz| khz / 1000.0),
+        }
+    }
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

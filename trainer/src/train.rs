@@ -180,6 +180,54 @@ impl RunDir {
     }
 }
 
+/// Holds `train.lock` in a run folder while a process trains it, so two processes never
+/// write the same checkpoints. A lock left by a process that no longer runs is taken over.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join("train.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid = pid.trim();
+                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        bail!(
+                            "{} is being trained by process {pid}; stop it first (or remove {} if that is not a training process)",
+                            dir.display(),
+                            path.display()
+                        );
+                    }
+                    // Stale: its process is gone.
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing stale {}", path.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("cannot take the lock {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 pub struct TrainRequest<'a> {
     pub options: TrainOptions,
     pub train: &'a [Sample],
@@ -197,6 +245,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     };
     std::fs::create_dir_all(&run_dir.dir)
         .with_context(|| format!("creating run folder {}", run_dir.dir.display()))?;
+    let _lock = RunLock::acquire(&run_dir.dir)?;
     let device = crate::backend::training_device();
 
     let (mut model, mut optimizer, mut state) = if req.resume {

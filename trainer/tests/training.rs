@@ -192,10 +192,30 @@ fn an_existing_run_is_never_overwritten() {
         progress: false,
     };
     train::run(req(false)).unwrap();
+    assert!(
+        !out.join("train.lock").exists(),
+        "the lock is released after a run"
+    );
     let before = std::fs::read(out.join("last.ckpt")).unwrap();
     let err = train::run(req(false)).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
     assert_eq!(std::fs::read(out.join("last.ckpt")).unwrap(), before);
+
+    // A live process holding the folder (this one): refused, even with --resume.
+    std::fs::write(out.join("train.lock"), std::process::id().to_string()).unwrap();
+    let err = train::run(req(true)).unwrap_err().to_string();
+    assert!(err.contains("being trained by process"), "{err}");
+    // A stale lock (no such process) is taken over.
+    std::fs::write(out.join("train.lock"), "999999999").unwrap();
+    let resumed = train::run(TrainRequest {
+        options: TrainOptions {
+            epochs: 2,
+            ..tiny_options(2)
+        },
+        ..req(true)
+    })
+    .unwrap();
+    assert_eq!(resumed.epochs_done, 2);
 }
 
 #[test]

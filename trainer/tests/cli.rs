@@ -9,26 +9,24 @@ fn vessel_train() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vessel-train"))
 }
 
+/// `vessel-train train` on a generic dataset, one image held out, with extra arguments.
+fn train(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    vessel_train()
+        .args(["train", "--val-images", "1", "--dataset"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn train_then_eval_writes_checkpoints_and_a_json_report() {
     let data = common::temp_dir("cli-data");
     common::write_generic_dataset(&data, 4, 32);
     let out = common::temp_dir("cli-run").join("run");
-    let status = vessel_train()
-        .args(["train", "--dataset"])
-        .arg(&data)
-        .args([
-            "--epochs",
-            "2",
-            "--val-images",
-            "1",
-            "--input-size",
-            "32",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let status = train(&data, &out, &["--epochs", "2", "--input-size", "32"]);
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.status.success(),
@@ -40,33 +38,13 @@ fn train_then_eval_writes_checkpoints_and_a_json_report() {
 
     // Again without --resume: refused, nothing overwritten.
     let before = std::fs::read(out.join("best.ckpt")).unwrap();
-    let again = vessel_train()
-        .args(["train", "--dataset"])
-        .arg(&data)
-        .args([
-            "--epochs",
-            "2",
-            "--val-images",
-            "1",
-            "--input-size",
-            "32",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let again = train(&data, &out, &["--epochs", "2", "--input-size", "32"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
     assert_eq!(std::fs::read(out.join("best.ckpt")).unwrap(), before);
 
     // --resume-or-new on an existing run resumes it: a longer run continues from epoch 3.
-    let resumed = vessel_train()
-        .args(["train", "--resume-or-new", "--dataset"])
-        .arg(&data)
-        .args(["--epochs", "3", "--val-images", "1", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let resumed = train(&data, &out, &["--epochs", "3", "--resume-or-new"]);
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(
         resumed.status.success(),

@@ -56,21 +56,75 @@ fn load_err(path: &str) -> impl Fn(TractError) -> EngineError + '_ {
     }
 }
 
+/// Parses an NNEF model (uncompressed tar in memory) into a decluttered, symbolic model.
+fn load_symbolic(tar: &[u8], name: &str) -> Result<TypedModel, EngineError> {
+    let nnef = tract_nnef::nnef();
+    let proto = nnef
+        .proto_model_for_read(&mut &*tar)
+        .map_err(load_err(name))?;
+    nnef.model_for_proto_model(&proto)
+        .and_then(|m| m.into_decluttered())
+        .map_err(load_err(name))
+}
+
+/// Runs an NNEF model held in memory and returns all its outputs: what int8 calibration
+/// needs (the exporter's calibration graph outputs every quantised conv's input).
+pub struct NnefRunner {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+}
+
+impl NnefRunner {
+    /// `entries`: NNEF entries by name (`graph.nnef`, `*.dat`), sized `width`×`height`.
+    pub fn new(
+        entries: &std::collections::BTreeMap<String, Vec<u8>>,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, EngineError> {
+        let tar = crate::model_file::tar_in_memory(entries);
+        let symbolic = load_symbolic(&tar, "<calibration graph>")?;
+        let (_plan, state, input) = Engine::plan(&symbolic, "<calibration graph>", width, height)?;
+        Ok(Self { state, input })
+    }
+
+    /// Runs on a planar `[3, H, W]` input; returns every output, flattened.
+    pub fn run(&mut self, input: &[f32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
+        {
+            let tensor = Arc::get_mut(&mut self.input)
+                .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
+            let mut plain = tensor.try_as_plain_ram_mut().map_err(run_err)?;
+            let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
+            if data.len() != input.len() {
+                return Err(PreprocessError::BufferSize {
+                    got: input.len(),
+                    want: data.len(),
+                }
+                .into());
+            }
+            data.copy_from_slice(input);
+        }
+        let outputs = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(run_err)?;
+        outputs
+            .iter()
+            .map(|o| {
+                let plain = o.try_as_plain_ram().map_err(run_err)?;
+                Ok(plain.as_slice::<f32>().map_err(run_err)?.to_vec())
+            })
+            .collect()
+    }
+}
+
 impl Engine {
     /// Loads a model file and prepares it for a `width`×`height` network input (the model's
     /// own training size when `None`).
     pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Self, EngineError> {
         let file = ModelFile::read(path)?;
         let name = path.display().to_string();
-        let nnef = tract_nnef::nnef();
-        let tar = file.nnef_tar();
-        let proto = nnef
-            .proto_model_for_read(&mut tar.as_slice())
-            .map_err(load_err(&name))?;
-        let symbolic = nnef
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_decluttered())
-            .map_err(load_err(&name))?;
+        let symbolic = load_symbolic(&file.nnef_tar(), &name)?;
         let [w, h] = file.metadata.input_size;
         let (width, height) = size.unwrap_or((w, h));
         let (plan, state, input) = Self::plan(&symbolic, &name, width, height)?;

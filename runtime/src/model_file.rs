@@ -245,16 +245,7 @@ impl ModelFile {
 
     /// The NNEF entries as an uncompressed tar, the form tract reads from memory.
     pub fn nnef_tar(&self) -> Vec<u8> {
-        let mut tar = tar::Builder::new(Vec::new());
-        for (name, bytes) in &self.entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, name, bytes.as_slice())
-                .expect("writing to memory");
-        }
-        tar.into_inner().expect("writing to memory")
+        tar_in_memory(&self.entries)
     }
 }
 
@@ -287,4 +278,18 @@ fn untar(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         return Err("empty or not a tar archive".into());
     }
     Ok(entries)
+}
+
+/// Entries as an uncompressed tar in memory.
+pub fn tar_in_memory(entries: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes.as_slice())
+            .expect("writing to memory");
+    }
+    tar.into_inner().expect("writing to memory")
 }

@@ -27,29 +27,62 @@ use crate::model::{ConvBlock, ConvUnit, DecoderLevel, SaUnetConfig, SaUnetV2};
 /// An NNEF model in memory: entry name → bytes (`graph.nnef`, `*.dat`).
 pub type NnefEntries = BTreeMap<String, Vec<u8>>;
 
-/// Encodes an f32 tensor in NNEF's `.dat` format (128-byte header, little-endian data).
-pub fn dat_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+/// Encodes a tensor in NNEF's `.dat` format: 128-byte header (magic, version 1.0, data
+/// size, rank, 8 dims, bits per item, item type, vendor), then little-endian data.
+/// Item types: 0 float, 3 quantised signed integer, 4 signed integer.
+fn dat(shape: &[usize], count: usize, bits: u32, item_type: u16, data: &[u8]) -> Vec<u8> {
     assert!(shape.len() <= 8, "NNEF tensors have rank 8 at most");
     assert_eq!(
         shape.iter().product::<usize>(),
-        data.len(),
+        count,
         "shape and data disagree"
     );
-    let mut out = Vec::with_capacity(128 + data.len() * 4);
-    out.extend_from_slice(&[0x4e, 0xef, 1, 0]); // magic, version 1.0
-    out.extend_from_slice(&((data.len() * 4) as u32).to_le_bytes());
+    let mut out = Vec::with_capacity(128 + data.len());
+    out.extend_from_slice(&[0x4e, 0xef, 1, 0]);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
     for i in 0..8 {
         out.extend_from_slice(&(shape.get(i).copied().unwrap_or(0) as u32).to_le_bytes());
     }
-    out.extend_from_slice(&32u32.to_le_bytes()); // bits per item
-    out.extend_from_slice(&0u16.to_le_bytes()); // item type: float
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(&item_type.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes()); // vendor: Khronos
     out.resize(128, 0);
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(data);
     out
+}
+
+/// An f32 tensor as `.dat`.
+pub fn dat_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    dat(shape, data.len(), 32, 0, &bytes)
+}
+
+fn dat_i8(shape: &[usize], data: &[i8]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().map(|&v| v as u8).collect();
+    dat(shape, data.len(), 8, 3, &bytes)
+}
+
+fn dat_i32(shape: &[usize], data: &[i32]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    dat(shape, data.len(), 32, 4, &bytes)
+}
+
+/// The value range of one quantised conv's input activation, from calibration.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ActivationRange {
+    pub min: f32,
+    pub max: f32,
+}
+
+/// What the writer produces.
+#[derive(Clone, Debug)]
+enum Mode {
+    Float,
+    /// f32, plus every 3×3 conv's input as an extra graph output.
+    Calibration,
+    /// 3×3 convs in int8 with these input ranges (one per conv unit, in graph order).
+    Int8(Vec<ActivationRange>),
 }
 
 fn values<const D: usize>(t: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
@@ -68,6 +101,14 @@ struct GraphWriter {
     body: String,
     entries: NnefEntries,
     next: usize,
+    mode: Mode,
+    /// Conv units written so far (indexes calibration taps and int8 ranges).
+    units: usize,
+    /// Calibration: the input identifier of each conv unit (`None` for the graph input,
+    /// whose range is known: [0, 1]).
+    taps: Vec<Option<String>>,
+    /// `graph.quant` lines (int8).
+    quant: String,
 }
 
 impl GraphWriter {
@@ -154,8 +195,81 @@ impl GraphWriter {
     }
 
     fn unit(&mut self, x: &str, unit: &ConvUnit, name: &str) -> String {
-        let c = self.conv(x, &unit.conv, &format!("{name}_conv"));
+        let index = self.units;
+        self.units += 1;
+        let conv_name = format!("{name}_conv");
+        let c = match self.mode.clone() {
+            Mode::Float => self.conv(x, &unit.conv, &conv_name),
+            Mode::Calibration => {
+                self.taps.push((x != "input").then(|| x.to_string()));
+                self.conv(x, &unit.conv, &conv_name)
+            }
+            Mode::Int8(ranges) => self.quantized_conv(x, &unit.conv, &conv_name, ranges[index]),
+        };
         self.group_norm_silu(&c, &unit.norm, &format!("{name}_norm"))
+    }
+
+    fn quant_line(&mut self, id: &str, zero_point: i32, scale: f32, bits: u32, symmetric: bool) {
+        writeln!(
+            self.quant,
+            "\"{id}\": zero_point_linear_quantize(zero_point = {zero_point}, scale = {scale:e}, bits = {bits}, signed = true, symmetric = {symmetric});"
+        )
+        .expect("writing to a String");
+    }
+
+    /// A 3×3 conv in int8: input quantised asymmetrically with its calibrated range, weights
+    /// symmetrically per tensor, bias as i32 in the accumulator's scale; the i32 accumulator
+    /// is typed with scale s_x·s_w so casting it to f32 dequantises it exactly.
+    fn quantized_conv(
+        &mut self,
+        x: &str,
+        conv: &Conv2d,
+        name: &str,
+        range: ActivationRange,
+    ) -> String {
+        let (min, max) = (range.min.min(0.0), range.max.max(0.0));
+        let sx = ((max - min) / 255.0).max(1e-8);
+        let zx = (-128.0 - min / sx).round().clamp(-128.0, 127.0) as i32;
+        let xq = self.op(format!("tract_core_cast({x}, to = 'i8')"));
+        self.quant_line(&xq, zx, sx, 8, false);
+
+        let (wshape, w) = values(&conv.weight);
+        let sw = (w.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0).max(1e-12);
+        let wq: Vec<i8> = w
+            .iter()
+            .map(|v| (v / sw).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let wlabel = format!("{name}_weight");
+        self.entries
+            .insert(format!("{wlabel}.dat"), dat_i8(&wshape, &wq));
+        let dims: Vec<String> = wshape.iter().map(|d| d.to_string()).collect();
+        writeln!(
+            self.body,
+            "    {wlabel} = variable<scalar>(label = '{wlabel}', shape = [{}]);",
+            dims.join(", ")
+        )
+        .expect("writing to a String");
+        self.quant_line(&wlabel, 0, sw, 8, true);
+
+        let (_, b) = values(conv.bias.as_ref().expect("3x3 convs have a bias"));
+        let bq: Vec<i32> = b.iter().map(|v| (v / (sx * sw)).round() as i32).collect();
+        let blabel = format!("{name}_bias");
+        self.entries
+            .insert(format!("{blabel}.dat"), dat_i32(&[1, bq.len()], &bq));
+        writeln!(
+            self.body,
+            "    {blabel} = variable<integer>(label = '{blabel}', shape = [1, {}]);",
+            bq.len()
+        )
+        .expect("writing to a String");
+
+        let pad = wshape[2] / 2;
+        let acc = self.op(format!(
+            "conv({xq}, {wlabel}, {blabel}, border = 'constant', padding = [({pad}, {pad}), ({pad}, {pad})], \
+             stride = [1, 1], dilation = [1, 1], groups = 1)"
+        ));
+        self.quant_line(&acc, 0, sx * sw, 32, true);
+        self.op(format!("tract_core_cast({acc}, to = 'f32')"))
     }
 
     fn block(&mut self, x: &str, block: &ConvBlock, name: &str) -> String {
@@ -196,10 +310,25 @@ impl GraphWriter {
 /// The f32 inference graph of `model` with its weights: input `input` `[1, 3, H, W]` (RGB,
 /// normalised), output `output` `[1, 1, H, W]` vessel probabilities.
 pub fn nnef_f32(model: &SaUnetV2) -> NnefEntries {
+    nnef_graph(model, Mode::Float).0
+}
+
+/// The int8 graph: the fourteen 3×3 convs quantised with the calibrated input `ranges`
+/// (one per conv unit, in graph order); attention convs, transposed convs, GroupNorm and
+/// the head stay f32.
+pub fn nnef_int8(model: &SaUnetV2, ranges: &[ActivationRange]) -> NnefEntries {
+    nnef_graph(model, Mode::Int8(ranges.to_vec())).0
+}
+
+fn nnef_graph(model: &SaUnetV2, mode: Mode) -> (NnefEntries, Vec<Option<String>>) {
     let mut g = GraphWriter {
         body: String::new(),
         entries: BTreeMap::new(),
         next: 0,
+        mode: mode.clone(),
+        units: 0,
+        taps: Vec::new(),
+        quant: String::new(),
     };
     let channels = model.enc1.first.conv.weight.val().dims()[1];
     // Sides as 8 × a symbol, so every pooling level divides exactly (tract cannot prove
@@ -232,13 +361,113 @@ pub fn nnef_f32(model: &SaUnetV2) -> NnefEntries {
     let logits = g.conv(&d1, &model.head, "head");
     writeln!(g.body, "    output = sigmoid({logits});").expect("String");
 
+    let outputs: Vec<String> = std::iter::once("output".to_string())
+        .chain(g.taps.iter().flatten().cloned())
+        .collect();
+    let registry = if matches!(mode, Mode::Int8(_)) {
+        "extension tract_registry tract_core;\n"
+    } else {
+        ""
+    };
     let graph = format!(
-        "version 1.0;\n\nextension tract_symbol H8;\nextension tract_symbol W8;\n\n\
-         graph sa_unet_v2( input ) -> ( output )\n{{\n{}}}\n",
+        "version 1.0;\n\n{registry}extension tract_symbol H8;\nextension tract_symbol W8;\n\n\
+         graph sa_unet_v2( input ) -> ( {} )\n{{\n{}}}\n",
+        outputs.join(", "),
         g.body
     );
     g.entries.insert("graph.nnef".into(), graph.into_bytes());
-    g.entries
+    if !g.quant.is_empty() {
+        g.entries.insert("graph.quant".into(), g.quant.into_bytes());
+    }
+    (g.entries, g.taps)
+}
+
+/// How activation ranges are taken from calibration images.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Calibration {
+    /// Smallest and largest value seen.
+    MinMax,
+    /// The 0.01% and 99.99% percentiles of each image, averaged over images.
+    Percentile,
+}
+
+/// Runs the f32 graph on `samples` (placed as the runtime places them) and returns the
+/// input range of every conv unit.
+pub fn calibrate(
+    model: &SaUnetV2,
+    samples: &[crate::data::Sample],
+    input_size: u32,
+    method: Calibration,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<ActivationRange>> {
+    use vessel_runtime::preprocess::Placement;
+    let (entries, taps) = nnef_graph(model, Mode::Calibration);
+    let mut runner = vessel_runtime::engine::NnefRunner::new(&entries, input_size, input_size)?;
+    let mut per_image: Vec<Vec<ActivationRange>> = Vec::new();
+    let plane = (input_size * input_size) as usize;
+    let mut input = vec![0.0; 3 * plane];
+    for sample in samples {
+        let (w, h) = sample.image.dimensions();
+        let placement = Placement::in_network(w, h, input_size, input_size)?;
+        placement.write_input(
+            &sample.image,
+            vessel_runtime::preprocess::Normalization::UnitRange,
+            &mut input,
+        )?;
+        let mut outputs = runner.run(&input)?.into_iter().skip(1);
+        let ranges = taps
+            .iter()
+            .map(|tap| match tap {
+                None => ActivationRange { min: 0.0, max: 1.0 },
+                Some(_) => {
+                    let mut values = outputs.next().expect("one output per tap");
+                    range_of(&mut values, method)
+                }
+            })
+            .collect();
+        per_image.push(ranges);
+        bar.inc(1);
+    }
+    anyhow::ensure!(
+        !per_image.is_empty(),
+        "calibration needs at least one image"
+    );
+    let n = per_image.len() as f32;
+    Ok((0..taps.len())
+        .map(|i| match method {
+            Calibration::MinMax => ActivationRange {
+                min: per_image
+                    .iter()
+                    .map(|r| r[i].min)
+                    .fold(f32::INFINITY, f32::min),
+                max: per_image
+                    .iter()
+                    .map(|r| r[i].max)
+                    .fold(f32::NEG_INFINITY, f32::max),
+            },
+            Calibration::Percentile => ActivationRange {
+                min: per_image.iter().map(|r| r[i].min).sum::<f32>() / n,
+                max: per_image.iter().map(|r| r[i].max).sum::<f32>() / n,
+            },
+        })
+        .collect())
+}
+
+fn range_of(values: &mut [f32], method: Calibration) -> ActivationRange {
+    match method {
+        Calibration::MinMax => ActivationRange {
+            min: values.iter().copied().fold(f32::INFINITY, f32::min),
+            max: values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        },
+        Calibration::Percentile => {
+            let n = values.len();
+            let k = ((n as f64) * 0.0001) as usize;
+            let lo = *values.select_nth_unstable_by(k, f32::total_cmp).1;
+            let hi = *values.select_nth_unstable_by(n - 1 - k, f32::total_cmp).1;
+            ActivationRange { min: lo, max: hi }
+        }
+    }
 }
 
 /// Metadata for an exported model (content hash and test metrics are filled in later).
@@ -277,12 +506,20 @@ pub struct ExportOutcome {
     pub report: Option<crate::eval::EvalReport>,
 }
 
-/// Exports a checkpoint as an f32 NNEF model at `out` (archive or directory). With `test`,
-/// evaluates the written file through the runtime engine — exactly what the device runs —
-/// and records the test metrics in its metadata.
+/// int8 export settings: how to calibrate, and on which images.
+pub struct Int8Request<'a> {
+    pub method: Calibration,
+    pub dataset: String,
+    pub samples: &'a [crate::data::Sample],
+}
+
+/// Exports a checkpoint as an NNEF model at `out` (archive or directory): f32, or int8
+/// calibrated on `int8.samples`. With `test`, evaluates the written file through the
+/// runtime engine — exactly what the device runs — and records the metrics in its metadata.
 pub fn export_checkpoint(
     checkpoint: &std::path::Path,
     out: &std::path::Path,
+    int8: Option<Int8Request<'_>>,
     test: Option<(&str, &[crate::data::Sample])>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<ExportOutcome> {
@@ -291,15 +528,41 @@ pub fn export_checkpoint(
 
     let (predictor, state) = crate::eval::Predictor::from_checkpoint(checkpoint)?;
     let opts = &state.options;
-    let entries = nnef_f32(&predictor.model);
-    let metadata = model_metadata(
+    let (entries, precision, calibration) = match &int8 {
+        None => (nnef_f32(&predictor.model), Precision::F32, None),
+        Some(req) => {
+            bar.set_length(req.samples.len() as u64);
+            bar.set_message("calibrating");
+            let ranges = calibrate(
+                &predictor.model,
+                req.samples,
+                opts.input_size,
+                req.method,
+                bar,
+            )?;
+            bar.set_position(0);
+            let how = format!(
+                "{:?} over {} images of {}; 3x3 convs int8 (per-tensor symmetric weights, asymmetric activations), rest f32",
+                req.method,
+                req.samples.len(),
+                req.dataset
+            );
+            (
+                nnef_int8(&predictor.model, &ranges),
+                Precision::Int8,
+                Some(how),
+            )
+        }
+    };
+    let mut metadata = model_metadata(
         &opts.model,
         opts.input_size,
         opts.threshold,
         opts.dataset.clone(),
         state.epochs_done,
-        Precision::F32,
+        precision,
     );
+    metadata.calibration = calibration;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -307,6 +570,8 @@ pub fn export_checkpoint(
     let mut metadata = ModelFile::write(out, entries.clone(), metadata)?;
     let mut report = None;
     if let Some((dataset, samples)) = test {
+        bar.set_length(samples.len() as u64);
+        bar.set_message("evaluating");
         let mut engine = vessel_runtime::engine::Engine::load(out, None)?;
         let r = crate::eval::evaluate(
             &mut crate::eval::engine_predict(&mut engine),

@@ -123,6 +123,14 @@ enum Command {
         /// in its metadata (e.g. `drive`).
         #[arg(long)]
         test_dataset: Option<String>,
+        /// Quantise to int8 (calibrated on --calibration's training split).
+        #[arg(long, requires = "calibration")]
+        int8: bool,
+        /// Dataset whose training images calibrate int8 activation ranges (e.g. `drive`).
+        #[arg(long)]
+        calibration: Option<String>,
+        #[arg(long, value_enum, default_value_t = vessel_trainer::export::Calibration::MinMax)]
+        calibration_method: vessel_trainer::export::Calibration,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, default_value = "kfold:5:0")]
@@ -255,9 +263,23 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             out,
             test_dataset,
+            int8,
+            calibration,
+            calibration_method,
             data_dir,
             stare_protocol,
         } => {
+            let calibration_set = match (&calibration, int8) {
+                (Some(name), true) => {
+                    let d = Dataset::parse(
+                        name,
+                        &data::resolve_data_dir(data_dir.as_deref()),
+                        stare_protocol,
+                    );
+                    Some((d.describe(), load(&d, Split::Train)?))
+                }
+                _ => None,
+            };
             let test = match &test_dataset {
                 Some(name) => {
                     let d = Dataset::parse(
@@ -277,6 +299,13 @@ fn run(cli: Cli) -> Result<()> {
             let outcome = vessel_trainer::export::export_checkpoint(
                 &checkpoint,
                 &out,
+                calibration_set.as_ref().map(|(name, samples)| {
+                    vessel_trainer::export::Int8Request {
+                        method: calibration_method,
+                        dataset: name.clone(),
+                        samples,
+                    }
+                }),
                 test.as_ref().map(|(name, s)| (name.as_str(), s.as_slice())),
                 &bar,
             )?;

@@ -51,6 +51,10 @@ enum Command {
         /// Refuse to run when the model's working memory exceeds this many MB.
         #[arg(long)]
         memory_budget: Option<f64>,
+        /// Also benchmark the model's other precision (the file with `int8` and `f32`
+        /// swapped in its name), back to back, to see which is faster on this board.
+        #[arg(long)]
+        compare: bool,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -118,83 +122,149 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             runs,
             memory_budget,
+            compare,
             json,
         } => {
-            if !model.exists() {
-                anyhow::bail!(missing_model_hint(&model));
-            }
             if runs == 0 {
                 anyhow::bail!("--runs must be at least 1");
             }
             let size = size.as_deref().map(parse_size).transpose()?;
             Engine::set_threads(threads)?;
-            let mut engine = Engine::load(&model, size)?;
-            let (w, h) = engine.input_size();
-            let img = match &image {
-                Some(path) => load_rgb(path)?,
-                None => bench::synthetic_fundus(w, h),
-            };
-            engine
-                .placement(img.width(), img.height())
-                .with_context(|| {
-                    format!(
-                        "image {}x{} vs network {w}x{h}: pass a larger --size",
-                        img.width(),
-                        img.height()
-                    )
-                })?;
-            let mut probabilities = vec![0.0; (img.width() * img.height()) as usize];
-            if let Some(needed) =
-                bench::check_memory_budget(&mut engine, &img, &mut probabilities, memory_budget)?
-            {
-                eprintln!(
-                    "working memory {needed:.1} MB{}",
-                    memory_budget.map_or(String::new(), |b| format!(" (budget {b:.0} MB)"))
+            let mut models = vec![model.clone()];
+            if compare {
+                models.push(other_precision(&model)?);
+            }
+            let mut reports = Vec::new();
+            for model in &models {
+                reports.push(bench_one(
+                    model,
+                    size,
+                    image.as_deref(),
+                    threads,
+                    warmup,
+                    runs,
+                    memory_budget,
+                )?);
+            }
+            if let [a, b] = reports.as_slice() {
+                let faster = if a.p50_ms <= b.p50_ms { a } else { b };
+                println!(
+                    "faster here: {} ({} p50 {:.1} ms vs {} p50 {:.1} ms)",
+                    faster.precision, a.precision, a.p50_ms, b.precision, b.p50_ms
                 );
             }
-            eprintln!(
-                "{} ({}), {w}x{h}, {threads} thread(s): {warmup} warm-up + {runs} runs",
-                model.display(),
-                engine.metadata.precision
-            );
-            let report = bench::run(
-                &mut engine,
-                &model.display().to_string(),
-                &img,
-                threads,
-                warmup,
-                runs,
-                |i| {
-                    eprint!("\rrun {i}/{runs}");
-                },
-            )?;
-            eprintln!();
-            let opt =
-                |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
-            println!(
-                "p50 {:.1} ms  p95 {:.1} ms  {:.2} fps  peak RSS {}  model peak {}  allocations/frame {} (ours {})",
-                report.p50_ms,
-                report.p95_ms,
-                report.fps,
-                opt(report.peak_rss_mb, " MB"),
-                opt(report.model_peak_mb, " MB"),
-                opt(report.allocations_per_frame, ""),
-                opt(report.our_allocations_per_frame, ""),
-            );
-            let s = &report.system;
-            println!(
-                "{} | {} | {} cores | {} | {}",
-                s.board.as_deref().unwrap_or("unknown board"),
-                s.cpu.as_deref().unwrap_or("unknown CPU"),
-                s.cores,
-                opt(s.temperature_c, " °C"),
-                opt(s.clock_mhz, " MHz")
-            );
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                let value = match reports.as_slice() {
+                    [one] => serde_json::to_value(one)?,
+                    all => serde_json::to_value(all)?,
+                };
+                std::fs::write(&path, serde_json::to_vec_pretty(&value)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
     }
     Ok(())
+}
+
+/// `models/drive-int8.nnef.tgz` ↔ `models/drive-f32.nnef.tgz`.
+fn other_precision(model: &std::path::Path) -> Result<PathBuf> {
+    let name = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let other = if name.contains("int8") {
+        name.replacen("int8", "f32", 1)
+    } else if name.contains("f32") {
+        name.replacen("f32", "int8", 1)
+    } else {
+        anyhow::bail!(
+            "--compare: {} has neither `int8` nor `f32` in its name",
+            model.display()
+        );
+    };
+    let other = model.with_file_name(other);
+    if !other.exists() {
+        anyhow::bail!(
+            "--compare: {} not found (the other precision of {})",
+            other.display(),
+            model.display()
+        );
+    }
+    Ok(other)
+}
+
+fn bench_one(
+    model: &std::path::Path,
+    size: Option<(u32, u32)>,
+    image: Option<&std::path::Path>,
+    threads: usize,
+    warmup: usize,
+    runs: usize,
+    memory_budget: Option<f64>,
+) -> Result<bench::BenchReport> {
+    if !model.exists() {
+        anyhow::bail!(missing_model_hint(model));
+    }
+    let mut engine = Engine::load(model, size)?;
+    let (w, h) = engine.input_size();
+    let img = match image {
+        Some(path) => load_rgb(path)?,
+        None => bench::synthetic_fundus(w, h),
+    };
+    engine
+        .placement(img.width(), img.height())
+        .with_context(|| {
+            format!(
+                "image {}x{} vs network {w}x{h}: pass a larger --size",
+                img.width(),
+                img.height()
+            )
+        })?;
+    let mut probabilities = vec![0.0; (img.width() * img.height()) as usize];
+    if let Some(needed) =
+        bench::check_memory_budget(&mut engine, &img, &mut probabilities, memory_budget)?
+    {
+        eprintln!(
+            "working memory {needed:.1} MB{}",
+            memory_budget.map_or(String::new(), |b| format!(" (budget {b:.0} MB)"))
+        );
+    }
+    eprintln!(
+        "{} ({}), {w}x{h}, {threads} thread(s): {warmup} warm-up + {runs} runs",
+        model.display(),
+        engine.metadata.precision
+    );
+    let report = bench::run(
+        &mut engine,
+        &model.display().to_string(),
+        &img,
+        threads,
+        warmup,
+        runs,
+        |i| {
+            eprint!("\rrun {i}/{runs}");
+        },
+    )?;
+    eprintln!();
+    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
+    println!(
+        "p50 {:.1} ms  p95 {:.1} ms  {:.2} fps  peak RSS {}  model peak {}  allocations/frame {} (ours {})",
+        report.p50_ms,
+        report.p95_ms,
+        report.fps,
+        opt(report.peak_rss_mb, " MB"),
+        opt(report.model_peak_mb, " MB"),
+        opt(report.allocations_per_frame, ""),
+        opt(report.our_allocations_per_frame, ""),
+    );
+    let s = &report.system;
+    println!(
+        "{} | {} | {} cores | {} | {}",
+        s.board.as_deref().unwrap_or("unknown board"),
+        s.cpu.as_deref().unwrap_or("unknown CPU"),
+        s.cores,
+        opt(s.temperature_c, " °C"),
+        opt(s.clock_mhz, " MHz")
+    );
+    Ok(report)
 }

@@ -297,8 +297,23 @@ impl Engine {
         }
     }
 
-    /// The optimised tract plan, for profiling.
-    pub fn plan_ref(&self) -> &Arc<TypedSimplePlan> {
-        &self.plan
+    /// Runs the loaded input once, timing every node; returns (op name, seconds) per node
+    /// in execution order. The op name is tract's (e.g. `Conv`, `OptMatMul`, `Silu`).
+    pub fn profile_run(&mut self) -> Result<Vec<(String, f64)>, EngineError> {
+        let mut timings = Vec::new();
+        let outputs = self
+            .state
+            .run_plan_with_eval(
+                tvec!(TValue::from_const(self.input.clone())),
+                |ctx, state, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let r = tract_core::plan::eval(ctx, state, node, inputs);
+                    timings.push((node.op().name().to_string(), t.elapsed().as_secs_f64()));
+                    r
+                },
+            )
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        self.output = outputs.into_iter().next();
+        Ok(timings)
     }
 }

@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Where the time goes: per-op-type totals of one run (after a warm-up run).
+    Profile {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// Network input, `N` or `WxH` [default: the model's].
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Show a model's metadata and this machine.
     Info {
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -102,6 +112,48 @@ fn missing_model_hint(model: &std::path::Path) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Profile {
+            model,
+            size,
+            threads,
+        } => {
+            if !model.exists() {
+                anyhow::bail!(missing_model_hint(&model));
+            }
+            Engine::set_threads(threads)?;
+            let size = size.as_deref().map(parse_size).transpose()?;
+            let mut engine = Engine::load(&model, size)?;
+            let (w, h) = engine.input_size();
+            let img = bench::synthetic_fundus(w, h);
+            engine.load_input(&img)?;
+            engine.run()?;
+            engine.load_input(&img)?;
+            let timings = engine.profile_run()?;
+            let total: f64 = timings.iter().map(|t| t.1).sum();
+            let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+            for (op, secs) in &timings {
+                let e = by_op.entry(op.as_str()).or_default();
+                e.0 += secs;
+                e.1 += 1;
+            }
+            let mut rows: Vec<_> = by_op.into_iter().collect();
+            rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+            println!(
+                "{} ({}), {w}x{h}, {threads} thread(s): {:.1} ms in {} nodes",
+                model.display(),
+                engine.metadata.precision,
+                total * 1000.0,
+                timings.len()
+            );
+            println!("{:<28} {:>6} {:>10} {:>6}", "op", "nodes", "ms", "share");
+            for (op, (secs, n)) in rows {
+                println!(
+                    "{op:<28} {n:>6} {:>10.1} {:>5.1}%",
+                    secs * 1000.0,
+                    100.0 * secs / total
+                );
+            }
+        }
         Command::Info { model } => {
             if !model.exists() {
                 anyhow::bail!(missing_model_hint(&model));

@@ -77,6 +77,13 @@ enum Command {
 }
 
 fn main() {
+    // Restore the default SIGPIPE action (Rust ignores it): a closed pipe ends the program
+    // quietly instead of making `println!` panic.
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -2,7 +2,9 @@
 //! and no growth of peak memory over 1000 frames. One test in this binary, so nothing else
 //! allocates while it measures.
 
-use std::path::PathBuf;
+// The trainer's test helpers (temp folders).
+#[path = "../trainer/tests/common/mod.rs"]
+mod common;
 
 use burn::module::Module;
 use vessel_runtime::alloc_count::{self, CountingAllocator};
@@ -17,9 +19,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn thousand_frames_without_our_allocations_or_growth() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-memory");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("engine-memory");
     let path = dir.join("m.nnef.tgz");
     let model = SaUnetV2::new(&SaUnetConfig::default(), &inference_device()).valid();
     let meta = model_metadata(

@@ -1,7 +1,9 @@
 //! Trainer → NNEF export → runtime engine (tract): the exported f32 graph computes what
 //! burn computes, and model files protect their integrity.
 
-use std::path::PathBuf;
+// The trainer's test helpers (temp folders).
+#[path = "../trainer/tests/common/mod.rs"]
+mod common;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -14,13 +16,6 @@ use vessel_trainer::eval::Predictor;
 use vessel_trainer::export::{model_metadata, nnef_f32};
 use vessel_trainer::loss::LossConfig;
 use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A model whose every parameter (GroupNorm affine included) has moved off its
 /// initialisation: a few large Adam steps on random data.
@@ -60,7 +55,7 @@ fn metadata(input: u32) -> ModelMetadata {
 #[test]
 fn exported_f32_graph_matches_burn_to_1e_4() {
     let model = perturbed_model();
-    let dir = temp_dir("parity");
+    let dir = common::temp_dir("parity");
     let path = dir.join("model.nnef.tgz");
     ModelFile::write(&path, nnef_f32(&model.clone().valid()), metadata(64)).unwrap();
 
@@ -103,7 +98,7 @@ fn exported_f32_graph_matches_burn_to_1e_4() {
 #[test]
 fn model_files_are_checked_before_use() {
     let model = perturbed_model().valid();
-    let dir = temp_dir("integrity");
+    let dir = common::temp_dir("integrity");
     let archive = dir.join("m.nnef.tgz");
     let written = ModelFile::write(&archive, nnef_f32(&model), metadata(32)).unwrap();
     assert!(written.content_hash.starts_with("sha256:"));

@@ -1,65 +1,26 @@
 //! int8 export: a trained (tiny) model, calibrated and quantised, loads in tract and its
 //! masks agree with the f32 export's.
 
-use std::path::PathBuf;
+// The trainer's test helpers: synthetic data, temp folders, the tiny recipe.
+#[path = "../trainer/tests/common/mod.rs"]
+mod common;
 
-use image::{GrayImage, Luma, Rgb, RgbImage};
 use indicatif::ProgressBar;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::model_file::{ModelFile, Precision};
-use vessel_trainer::augment::Augment;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::eval::Predictor;
 use vessel_trainer::export::{self, Calibration, Int8Request};
-use vessel_trainer::model::SaUnetConfig;
-use vessel_trainer::train::{self, TrainOptions, TrainRequest};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Noisy reddish images with darker line "vessels", in the generic layout.
-fn write_dataset(dir: &std::path::Path, count: u32, size: u32) {
-    std::fs::create_dir_all(dir.join("images")).unwrap();
-    std::fs::create_dir_all(dir.join("labels")).unwrap();
-    for seed in 0..count {
-        let mut label = GrayImage::new(size, size);
-        let img = RgbImage::from_fn(size, size, |x, y| {
-            let vessel = (x + seed) % 7 == 0 || (y + 2 * seed) % 9 == 0 || x == y;
-            let noise = ((x * 7919 + y * 104_729 + seed * 1_299_709) % 25) as i32 - 12;
-            let shade = |v: i32| (v + noise).clamp(0, 255) as u8;
-            if vessel {
-                label.put_pixel(x, y, Luma([255]));
-                Rgb([shade(180), shade(88), shade(50)])
-            } else {
-                Rgb([shade(196), shade(108), shade(58)])
-            }
-        });
-        img.save(dir.join(format!("images/s{seed}.png"))).unwrap();
-        label.save(dir.join(format!("labels/s{seed}.png"))).unwrap();
-    }
-}
+use vessel_trainer::train::{self, TrainRequest};
 
 #[test]
 fn int8_masks_agree_with_f32() {
-    let data = temp_dir("int8-data");
-    write_dataset(&data, 4, 32);
+    let data = common::temp_dir("int8-data");
+    common::write_generic_dataset(&data, 4, 32);
     let samples = Dataset::Generic { dir: data }.load(Split::Train).unwrap();
-    let run = temp_dir("int8-run");
-    let mut options = TrainOptions::reference("synthetic".into(), 32);
-    options.epochs = 40;
-    options.learning_rate = 2e-3;
-    options.augment = Augment::none();
-    options.model = SaUnetConfig {
-        base_width: 8,
-        dropblock_rate: 0.0,
-        ..SaUnetConfig::default()
-    };
+    let run = common::temp_dir("int8-run");
     train::run(TrainRequest {
-        options,
+        options: common::tiny_options(40),
         train: &samples,
         validation: &samples,
         out: run.clone(),

@@ -7,7 +7,7 @@ use vessel_trainer::augment::Augment;
 use vessel_trainer::checkpoint;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::eval::{evaluate, Predictor};
-use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
+use vessel_trainer::model::SaUnetV2;
 use vessel_trainer::train::{self, TrainOptions, TrainRequest, TrainState};
 
 /// burn's backend RNG (DropBlock, initialisation) is process-global: tests in this binary
@@ -20,19 +20,7 @@ fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn tiny_options(epochs: usize) -> TrainOptions {
-    let mut o = TrainOptions::reference("synthetic".into(), 32);
-    o.epochs = epochs;
-    o.batch_size = 2;
-    o.learning_rate = 2e-3;
-    o.augment = Augment::none();
-    o.model = SaUnetConfig {
-        base_width: 8,
-        dropblock_rate: 0.0,
-        ..SaUnetConfig::default()
-    };
-    o
-}
+use common::tiny_options;
 
 fn tiny_samples(name: &str) -> Vec<vessel_trainer::data::Sample> {
     let dir = common::temp_dir(name);

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use vessel_trainer::augment::Augment;
+use vessel_trainer::model::SaUnetConfig;
+use vessel_trainer::train::TrainOptions;
 
 /// A fresh, empty folder under the target directory, unique to `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -49,4 +52,20 @@ pub fn shared_data_dir() -> PathBuf {
     std::env::var_os("VESSEL_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+/// A small, fast, deterministic recipe for the synthetic 32×32 data: narrow model (base
+/// width 8), no DropBlock, no augmentation.
+pub fn tiny_options(epochs: usize) -> TrainOptions {
+    let mut o = TrainOptions::reference("synthetic".into(), 32);
+    o.epochs = epochs;
+    o.batch_size = 2;
+    o.learning_rate = 2e-3;
+    o.augment = Augment::none();
+    o.model = SaUnetConfig {
+        base_width: 8,
+        dropblock_rate: 0.0,
+        ..SaUnetConfig::default()
+    };
+    o
 }

@@ -67,6 +67,18 @@ fn load_symbolic(tar: &[u8], name: &str) -> Result<TypedModel, EngineError> {
         .map_err(load_err(name))
 }
 
+/// The f32 contents of the reused input tensor, for refilling in place. Fails if tract
+/// still holds a handle on it (the previous run's outputs must be dropped first).
+fn input_slice(
+    input: &mut Arc<Tensor>,
+) -> Result<tract_core::internal::PlainViewMut<'_>, EngineError> {
+    let tensor =
+        Arc::get_mut(input).ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
+    tensor
+        .try_as_plain_ram_mut()
+        .map_err(|e| EngineError::Run(format!("{e:#}")))
+}
+
 /// Runs an NNEF model held in memory and returns all its outputs: what int8 calibration
 /// needs (the exporter's calibration graph outputs every quantised conv's input).
 pub struct NnefRunner {
@@ -91,9 +103,7 @@ impl NnefRunner {
     pub fn run(&mut self, input: &[f32]) -> Result<Vec<Vec<f32>>, EngineError> {
         let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
         {
-            let tensor = Arc::get_mut(&mut self.input)
-                .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
-            let mut plain = tensor.try_as_plain_ram_mut().map_err(run_err)?;
+            let mut plain = input_slice(&mut self.input)?;
             let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
             if data.len() != input.len() {
                 return Err(PreprocessError::BufferSize {
@@ -227,10 +237,8 @@ impl Engine {
         // The previous frame's output is dropped first so that tract holds no handle on
         // the input and it is ours to refill.
         self.output = None;
-        let input = Arc::get_mut(&mut self.input)
-            .ok_or_else(|| EngineError::Run("input tensor still shared".into()))?;
         let run_err = |e: TractError| EngineError::Run(format!("{e:#}"));
-        let mut plain = input.try_as_plain_ram_mut().map_err(run_err)?;
+        let mut plain = input_slice(&mut self.input)?;
         let data = plain.as_slice_mut::<f32>().map_err(run_err)?;
         placement.write_input(image, self.metadata.normalization, data)?;
         Ok(placement)

@@ -29,7 +29,12 @@ fn otsu_threshold(values: &[u8]) -> u8 {
     for &v in values {
         hist[v as usize] += 1;
     }
-    let total = values.len() as f64;
+    otsu_from_histogram(&hist)
+}
+
+/// Otsu's threshold of a 256-bin histogram.
+pub(crate) fn otsu_from_histogram(hist: &[u64; 256]) -> u8 {
+    let total: f64 = hist.iter().map(|&c| c as f64).sum();
     let sum_all: f64 = hist
         .iter()
         .enumerate()

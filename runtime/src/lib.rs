@@ -7,7 +7,11 @@
 //! - [`fov`]: deriving a field-of-view mask from an image when a dataset ships none;
 //! - [`metrics`]: the field's segmentation metrics (confusion counts, F1, MCC, AUC …).
 //!
-//! Its default features carry no device-only dependency.
+//! A camera frame's path through the device program, module by module:
+//! [`device::capture`] → [`preprocess`] → [`engine`] → [`postprocess`] → [`display`]
+//! (and saved results through [`atomic_file`]).
+//!
+//! Without default features (as the trainer uses it) it carries no device-only dependency.
 
 pub mod fov;
 pub mod image_io;
@@ -16,9 +20,16 @@ pub mod preprocess;
 
 pub use image_io::{BinaryMask, ImageError};
 pub mod alloc_count;
+pub mod atomic_file;
 #[cfg(feature = "engine")]
 pub mod bench;
+#[cfg(feature = "device")]
+pub mod device;
+#[cfg(feature = "device")]
+pub mod display;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod model_file;
+pub mod pixel_format;
+pub mod postprocess;
 pub mod system_info;

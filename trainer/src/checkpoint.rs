@@ -27,6 +27,9 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An atomic write that failed (the message names the file).
+    #[error("{0}")]
+    Write(std::io::Error),
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> CheckpointError {
@@ -45,23 +48,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 
 /// Writes `bytes` to `path` atomically (a reader sees the old file or the new, never half).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Persist the rename itself; not all filesystems allow opening a folder.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    vessel_runtime::atomic_file::write_atomic(path, bytes).map_err(CheckpointError::Write)
 }
 
 /// Saves state, model and (optionally) optimiser to `path`, atomically.

@@ -1,5 +1,5 @@
-//! `vessel`: the device program. Now: `bench` (latency and memory on this board) and `info`
-//! (model metadata and the machine). Capture, display and batch segmentation follow.
+//! `vessel`: the device program. `segment` (files and folders), `camera` (live screening),
+//! `bench` and `profile` (latency and memory on this board), `info`.
 
 use std::path::PathBuf;
 
@@ -9,15 +9,19 @@ use vessel_runtime::alloc_count::CountingAllocator;
 use vessel_runtime::bench;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::image_io::load_rgb;
-use vessel_runtime::model_file::ModelFile;
-use vessel_runtime::system_info::SystemInfo;
+
+#[cfg(target_os = "linux")]
+mod live;
+mod report;
+mod segment;
+mod setup;
 
 // Counts allocations and live memory: the memory budget and the benchmark depend on it.
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The shipped default model (DRIVE-trained, int8).
-const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
+pub(crate) const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +36,70 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Segment fundus images (files and/or folders): mask, overlay and JSON report for each,
+    /// plus summary.json and summary.html for the run.
+    Segment {
+        /// Image files (PNG, JPEG, TIFF, PPM/PGM, GIF, BMP) or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Model file [default: the board profile's, else models/drive-int8.nnef.tgz].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Board profile (name in boards/ or a .toml path): model, threads, memory budget.
+        #[arg(long)]
+        board: Option<String>,
+        /// Output folder.
+        #[arg(long, short, default_value = "vessel-out")]
+        out: PathBuf,
+        /// Images with a longer side are scaled down to this before inference.
+        #[arg(long, default_value_t = 1024)]
+        max_side: u32,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Refuse to run when the model's working memory exceeds this many MB.
+        #[arg(long)]
+        memory_budget: Option<f64>,
+    },
+    /// Live screening from a V4L2 camera: overlay and status on the display, shutter saves.
+    Camera {
+        /// Board profile (name in boards/ or a .toml path) [default: x86-dev on x86_64,
+        /// generic-arm64 elsewhere].
+        #[arg(long)]
+        board: Option<String>,
+        /// Camera device [default: the profile's].
+        #[arg(long)]
+        device: Option<PathBuf>,
+        /// Pixel format to ask for: auto, YUYV, MJPG or RGB3 [default: the profile's].
+        #[arg(long)]
+        format: Option<String>,
+        /// none, fb[:/dev/fbN], spi, or png:PATH[:WxH] [default: the profile's].
+        #[arg(long)]
+        display: Option<String>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Square network input side [default: the profile's].
+        #[arg(long)]
+        size: Option<u32>,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        memory_budget: Option<f64>,
+        /// Stop after this many frames [default: run until Ctrl-C / SIGTERM].
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Where the shutter saves frame, mask, overlay and report.
+        #[arg(long, default_value = "captures")]
+        save_dir: PathBuf,
+        /// Save frame number N as if the shutter were pressed (scripted runs, tests).
+        #[arg(long)]
+        shutter_at: Option<u64>,
+        /// Do not read Enter from the terminal as the shutter.
+        #[arg(long)]
+        no_keyboard: bool,
+        /// Print a line per frame with the SHA-256 of what the display shows.
+        #[arg(long)]
+        report_screen: bool,
+    },
     /// Latency and memory benchmark: warm-up, then N runs of the whole frame path.
     Bench {
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -69,10 +137,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
-    /// Show a model's metadata and this machine.
+    /// Show a model's metadata, the board profile, the camera's formats and the display.
     Info {
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        board: Option<String>,
+        #[arg(long)]
+        device: Option<PathBuf>,
+        #[arg(long)]
+        display: Option<String>,
     },
 }
 
@@ -109,7 +183,7 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
-fn missing_model_hint(model: &std::path::Path) -> String {
+pub(crate) fn missing_model_hint(model: &std::path::Path) -> String {
     format!(
         "{}: no such model (export one with `vessel-train export --checkpoint CKPT --out {}`)",
         model.display(),
@@ -161,18 +235,75 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Info { model } => {
-            if !model.exists() {
-                anyhow::bail!(missing_model_hint(&model));
+        Command::Info {
+            model,
+            board,
+            device,
+            display,
+        } => setup::info(model, board, device, display)?,
+        Command::Segment {
+            paths,
+            model,
+            board,
+            out,
+            max_side,
+            threads,
+            memory_budget,
+        } => {
+            anyhow::ensure!(max_side >= 8, "--max-side must be at least 8");
+            let board = board.as_deref().map(setup::load_board).transpose()?;
+            let model = setup::choose_model(model, board.as_ref());
+            let mut engine = setup::start_engine(
+                &model,
+                None,
+                threads
+                    .or(board.as_ref().map(|b| b.model.threads))
+                    .unwrap_or(1),
+                memory_budget.or(board.as_ref().map(|b| b.model.memory_budget_mb)),
+            )?;
+            let failed = segment::run(
+                &mut engine,
+                &model,
+                &paths,
+                &segment::SegmentOptions {
+                    out_dir: out,
+                    max_side,
+                },
+            )?;
+            if failed > 0 {
+                eprintln!("{failed} input(s) skipped (see summary.json)");
+                std::process::exit(2);
             }
-            let file = ModelFile::read(&model)?;
-            println!("model {}", model.display());
-            println!("{}", serde_json::to_string_pretty(&file.metadata)?);
-            println!(
-                "machine\n{}",
-                serde_json::to_string_pretty(&SystemInfo::read())?
-            );
         }
+        Command::Camera {
+            board,
+            device,
+            format,
+            display,
+            model,
+            size,
+            threads,
+            memory_budget,
+            frames,
+            save_dir,
+            shutter_at,
+            no_keyboard,
+            report_screen,
+        } => setup::camera(setup::CameraArgs {
+            board,
+            device,
+            format,
+            display,
+            model,
+            size,
+            threads,
+            memory_budget,
+            frames,
+            save_dir,
+            shutter_at,
+            keyboard: !no_keyboard,
+            report_screen,
+        })?,
         Command::Bench {
             model,
             size,

@@ -1,0 +1,26 @@
+//! The board-in-a-VM test (x86_64): `scripts/vm-test.sh` boots a Debian kernel under
+//! qemu-system with the vivid camera and a bochs framebuffer, runs `vessel camera` for three
+//! frames, and checks the screen read back from qemu against what the program drew.
+//! Needs the packages of `scripts/install-test-deps.sh` (CI installs them).
+
+use std::process::Command;
+
+#[test]
+fn camera_to_framebuffer_in_a_virtual_machine() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new("bash")
+        .arg(format!("{root}/scripts/vm-test.sh"))
+        .args(["x86_64", env!("CARGO_BIN_EXE_vessel"), "4"])
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "VM test failed (install its packages with scripts/install-test-deps.sh)\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("vm-test ok: 4 frames, camera unplugged and reopened"),
+        "{stdout}"
+    );
+}

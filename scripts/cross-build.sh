@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Cross-builds `vessel` (or, with --tests, the runtime's test binaries) for a Raspberry Pi with
+# Debian's Rust toolchain, which carries the ARM standard libraries that rustup cannot fetch
+# here (see ../shared/notes/vm-board-testing.md).
+#
+#   scripts/cross-build.sh aarch64|armv7 [--tests]
+#
+# aarch64: Raspberry Pi OS 64-bit (Pi 3/4/5, Zero 2 W); armv7: Raspberry Pi OS 32-bit.
+# Output: target-cross/<triple>/release/vessel (separate target dir: another compiler).
+set -euo pipefail
+arch=${1:?usage: cross-build.sh aarch64|armv7 [--tests]}
+mode=${2:-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+case $arch in
+  aarch64) triple=aarch64-unknown-linux-gnu; gcc=aarch64-linux-gnu-gcc; sysroot=/usr/aarch64-linux-gnu;;
+  armv7) triple=armv7-unknown-linux-gnueabihf; gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf;;
+  *) echo "cross-build: unknown architecture '$arch' (aarch64 or armv7)" >&2; exit 1;;
+esac
+[ -x /usr/bin/rustc ] || { echo "cross-build: Debian's rustc-web is not installed (scripts/install-test-deps.sh)" >&2; exit 1; }
+command -v $gcc >/dev/null || { echo "cross-build: $gcc is not installed" >&2; exit 1; }
+upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+export RUSTC=/usr/bin/rustc
+export "CARGO_TARGET_${upper}_LINKER=$gcc"
+export "CARGO_TARGET_${upper}_RUNNER=qemu-${arch/armv7/arm}-static -L $sysroot"
+export "BINDGEN_EXTRA_CLANG_ARGS_${triple//-/_}=-I$sysroot/include"
+export CARGO_TARGET_DIR=$root/target-cross
+cd "$root"
+if [ "$mode" = --tests ]; then
+  # Builds and runs the runtime library's tests under qemu user-mode emulation.
+  /usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --tests
+else
+  /usr/bin/cargo build --release --target "$triple" -p vessel-runtime --bin vessel
+  echo "built $CARGO_TARGET_DIR/$triple/release/vessel"
+fi

@@ -5,6 +5,9 @@
 #
 #   scripts/cross-build.sh aarch64|armv7 [--tests]
 #
+# --tests builds the runtime's unit tests and the integration tests that need no other
+# program (display reference, int8 vs f32 on DRIVE) and runs them under qemu user-mode.
+#
 # aarch64: Raspberry Pi OS 64-bit (Pi 3/4/5, Zero 2 W); armv7: Raspberry Pi OS 32-bit.
 # Output: target-cross/<triple>/release/vessel (separate target dir: another compiler).
 set -euo pipefail
@@ -27,7 +30,7 @@ export CARGO_TARGET_DIR=$root/target-cross
 cd "$root"
 if [ "$mode" = --tests ]; then
   # Builds and runs the runtime library's tests under qemu user-mode emulation.
-  /usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --tests
+  /usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --test display --test int8_agreement
 else
   /usr/bin/cargo build --release --target "$triple" -p vessel-runtime --bin vessel
   echo "built $CARGO_TARGET_DIR/$triple/release/vessel"

@@ -13,7 +13,7 @@ set -euo pipefail
 
 arch=${1:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES]}
 binary=$(readlink -f "${2:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES]}")
-frames=${3:-4}
+frames=${3:-6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${VESSEL_VM_MODEL:-$root/models/drive-int8.nnef.tgz}
 work=$root/target/vm-test/$arch
@@ -128,7 +128,7 @@ cd /
 /vessel camera --board qemu-vm --frames $frames --shutter-at 2 --save-dir /captures --report-screen --no-keyboard > /tmp/vessel.out 2>&1 &
 pid=\$!
 # Hot-unplug the camera after the second frame and plug it back 4 s later: the program must
-# say so, wait, reopen it and go on.
+# say so, wait, reopen it and go on (with 6 frames, the last ones come from the reopened camera).
 i=0; while [ "\$(grep -c '^frame ' /tmp/vessel.out)" -lt 2 ] && kill -0 \$pid 2>/dev/null; do sleep 0.2; done
 if kill -0 \$pid 2>/dev/null; then
   echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind && echo VESSEL-UNPLUGGED
@@ -198,6 +198,9 @@ if len(opened) != 2:
     fail(f"expected the camera opened twice (start, after the replug), saw {len(opened)}")
 if "VESSEL-UNPLUGGED" not in log or "VESSEL-REPLUGGED" not in log or "camera lost" not in log:
     fail("the unplug was not reported")
+after_reopen = log[log.rindex(opened[-1]):]
+if not re.search(r"^frame \d+ ", after_reopen, re.M):
+    fail("no frame was processed after the camera came back")
 drawn = re.findall(r"frame (\d+) seq \d+ latency_ms \d+ density ([0-9.]+) screen (\d+)x(\d+) sha256 ([0-9a-f]{64})", log)
 if len(drawn) != frames:
     fail(f"{len(drawn)} frames reported drawn, expected {frames}")

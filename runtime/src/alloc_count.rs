@@ -87,3 +87,25 @@ pub fn is_installed() -> bool {
     drop(probe);
     ALLOCATIONS.load(Relaxed) > before
 }
+
+/// Low-memory mode: large blocks (≥ 128 KiB: tract's activation tensors) are mapped and
+/// unmapped on their own instead of carved from the heap, so freed activations go back to
+/// the system at once and the process's RSS follows its live memory. glibc otherwise raises
+/// that threshold as big blocks are freed and keeps them in a fragmented heap. Measured at
+/// 592×592 on x86_64: f32 peak RSS 159–179 → 121 MB, int8 175–206 → 146 MB, for about
+/// 113,000 more page faults per frame (≈ 10–15% of a frame's time).
+/// Returns false where the C library has no such setting (non-glibc).
+pub fn release_large_blocks_eagerly() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before heavy allocation.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::alloc_count;
 use crate::engine::{Engine, EngineError};
-use crate::system_info::{peak_rss_mb, SystemInfo};
+use crate::system_info::{peak_rss_mb, process_cpu_seconds, SystemInfo};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
@@ -25,6 +25,8 @@ pub struct BenchReport {
     pub runs: usize,
     pub p50_ms: f64,
     pub p95_ms: f64,
+    /// Median CPU time of a frame (all threads): the cost of a frame whatever else runs.
+    pub cpu_p50_ms: Option<f64>,
     pub mean_ms: f64,
     pub fps: f64,
     pub peak_rss_mb: Option<f64>,
@@ -107,17 +109,22 @@ pub fn run(
     }
     let counting = alloc_count::is_installed();
     let (mut times, mut total_allocs, mut our_allocs) = (Vec::with_capacity(runs), 0, 0);
+    let mut cpu_times = Vec::with_capacity(runs);
     let (mut first_peak, mut last_peak) = (0, 0);
     for i in 0..runs {
         alloc_count::reset_peak();
         let a0 = alloc_count::stats().allocations;
         let t = Instant::now();
+        let cpu0 = process_cpu_seconds();
         let placement = engine.load_input(image)?;
         let a1 = alloc_count::stats().allocations;
         engine.run()?;
         let a2 = alloc_count::stats().allocations;
         engine.read_output(&placement, &mut probabilities)?;
         let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+        if let (Some(c0), Some(c1)) = (cpu0, process_cpu_seconds()) {
+            cpu_times.push((c1 - c0) * 1000.0);
+        }
         let a3 = alloc_count::stats().allocations;
         times.push(elapsed);
         total_allocs += a3 - a0;
@@ -144,6 +151,10 @@ pub fn run(
         runs,
         p50_ms: percentile(&sorted, 50.0),
         p95_ms: percentile(&sorted, 95.0),
+        cpu_p50_ms: (cpu_times.len() == runs).then(|| {
+            cpu_times.sort_by(f64::total_cmp);
+            percentile(&cpu_times, 50.0)
+        }),
         mean_ms: mean,
         fps: 1000.0 / mean,
         peak_rss_mb: peak_rss_mb(),

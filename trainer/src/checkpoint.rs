@@ -5,8 +5,6 @@
 //! Layout: `VESSELCK` magic, u32 format version, then three u64-length-prefixed sections
 //! (state JSON, model burnpack, optimiser burnpack — empty when absent), little-endian.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;

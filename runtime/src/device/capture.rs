@@ -224,3 +224,28 @@ fn decode_mjpeg(data: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<
         .read_image(&mut out[..(w * h * 3) as usize])
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mjpeg_frames_decode_into_the_reused_buffer() {
+        let img = image::RgbImage::from_fn(16, 8, |x, _| image::Rgb([(x * 16) as u8, 128, 64]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let mut out = vec![0u8; 16 * 8 * 3];
+        decode_mjpeg(&jpeg, 16, 8, &mut out).unwrap();
+        // Lossy: close to the source colours, not equal.
+        let diff = out
+            .iter()
+            .zip(img.as_raw())
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .max();
+        assert!(diff.unwrap() < 24, "{diff:?}");
+        let e = decode_mjpeg(&jpeg, 32, 8, &mut vec![0u8; 32 * 8 * 3]).unwrap_err();
+        assert!(e.contains("16x8") && e.contains("32x8"), "{e}");
+        assert!(decode_mjpeg(&jpeg[..40], 16, 8, &mut out).is_err());
+    }
+}

@@ -21,7 +21,19 @@ pub fn boards_dir() -> PathBuf {
 pub fn load_board(name: &str) -> Result<BoardProfile> {
     let board = BoardProfile::find(name, &boards_dir())?;
     eprintln!("board: {} ({})", board.name, board.source.display());
+    if board.model.low_memory {
+        low_memory_mode(&format!("{} model.low_memory", board.source.display()));
+    }
     Ok(board)
+}
+
+/// Switches the allocator to returning large blocks at once (see `alloc_count`).
+pub fn low_memory_mode(why: &str) {
+    if vessel_runtime::alloc_count::release_large_blocks_eagerly() {
+        eprintln!("low-memory mode ({why}): freed activations go back to the system at once");
+    } else {
+        eprintln!("low-memory mode ({why}) is not available with this C library; ignored");
+    }
 }
 
 fn default_board_name() -> &'static str {

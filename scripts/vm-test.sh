@@ -5,14 +5,27 @@
 # says it drew.
 #
 #   scripts/vm-test.sh x86_64|aarch64 PATH/TO/vessel [FRAMES]
+#   scripts/vm-test.sh x86_64|aarch64 --tests TEST_BINARY...
+#
+# The second form runs cargo test binaries (built for that architecture) inside the VM, with
+# the files they read (models, boards, reference images, three DRIVE test images) at the
+# same paths as on the build machine. It exists because test harness binaries hang under
+# qemu-aarch64-static (user mode) here, while they run under system emulation.
 #
 # Needs (scripts/install-test-deps.sh): qemu-system-x86 / qemu-system-arm, busybox-static,
 # kmod, cpio, python3; downloads the kernel package from the Debian registry (cached in
 # target/vm-test/). Facts behind the choices: ../shared/notes/vm-board-testing.md.
 set -euo pipefail
 
-arch=${1:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES]}
-binary=$(readlink -f "${2:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES]}")
+arch=${1:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES] | --tests BINARY...}
+tests=()
+if [ "${2:-}" = --tests ]; then
+  for t in "${@:3}"; do tests+=("$(readlink -f "$t")"); done
+  [ ${#tests[@]} -gt 0 ] || { echo "vm-test: --tests needs test binaries" >&2; exit 1; }
+  binary=${tests[0]}
+else
+  binary=$(readlink -f "${2:?usage: vm-test.sh x86_64|aarch64 VESSEL_BINARY [FRAMES]}")
+fi
 frames=${3:-6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${VESSEL_VM_MODEL:-$root/models/drive-int8.nnef.tgz}
@@ -112,6 +125,17 @@ else
 fi
 cp "$model" initrd/models/drive-int8.nnef.tgz
 cp "$root/boards/qemu-vm.toml" initrd/boards/
+data=${VESSEL_DATA_DIR:-$root/../shared/data}
+if [ ${#tests[@]} -gt 0 ]; then
+  mkdir -p initrd/tests "initrd$root/runtime" initrd/data/DRIVE/test/images initrd/data/DRIVE/test/mask
+  for t in "${tests[@]}"; do cp "$t" initrd/tests/; done
+  cp -r "$root/runtime/tests" "initrd$root/runtime/"
+  cp -r "$root/boards" "$root/models" "initrd$root/"
+  for id in 01 08 15; do
+    cp "$data/DRIVE/test/images/${id}_test.tif" initrd/data/DRIVE/test/images/
+    cp "$data/DRIVE/test/mask/${id}_test_mask.gif" initrd/data/DRIVE/test/mask/
+  done
+fi
 cat > initrd/init <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -124,6 +148,12 @@ done
 for v in /sys/class/vtconsole/vtcon*; do grep -q "frame buffer" \$v/name && echo 0 > \$v/bind; done
 i=0; while [ ! -e /dev/video0 ] || [ ! -e /dev/fb0 ]; do i=\$((i+1)); [ \$i -gt 300 ] && break; sleep 0.1; done
 [ -e /dev/fb0 ] || { echo "VESSEL-NOFB"; dmesg | grep -iE "bochs|drm|fb|insmod|module" | tail -30; }
+if [ -d /tests ]; then
+  export VESSEL_DATA_DIR=/data
+  cd $root/runtime
+  for t in /tests/*; do \$t --test-threads=1; echo "VESSEL-TEST \$(basename \$t) \$?"; done
+else
+cd /
 cd /
 /vessel camera --board qemu-vm --frames $frames --shutter-at 2 --save-dir /captures --report-screen --no-keyboard > /tmp/vessel.out 2>&1 &
 pid=\$!
@@ -138,6 +168,7 @@ fi
 wait \$pid
 echo "VESSEL-EXIT \$?"
 cat /tmp/vessel.out
+fi
 echo "VESSEL-SAVED \$(ls /captures | tr '\n' ' ')"
 echo VESSEL-DONE
 sleep 3600
@@ -147,8 +178,9 @@ chmod +x initrd/init
 
 # --- boot, wait for the program, read the screen back -----------------------------------
 rm -f serial.log mon.sock screen.ppm
-timeout=${VESSEL_VM_TIMEOUT:-900}
-"$qemu" "${qemu_args[@]}" -smp 2 -m 1024 -nographic -net none -no-reboot \
+timeout=${VESSEL_VM_TIMEOUT:-900}; [ ${#tests[@]} -gt 0 ] && timeout=${VESSEL_VM_TIMEOUT:-2400}
+memory=1024; [ ${#tests[@]} -gt 0 ] && memory=2048
+"$qemu" "${qemu_args[@]}" -smp 2 -m $memory -nographic -net none -no-reboot \
   -monitor unix:mon.sock,server,nowait -kernel "$kernel_image" -initrd initrd.cpio.gz \
   -append "console=$console panic=-1 quiet loglevel=4" > serial.log 2>&1 &
 qemu_pid=$!
@@ -183,6 +215,14 @@ wait $qemu_pid 2>/dev/null || true
 trap - EXIT
 
 # --- checks ---------------------------------------------------------------------------
+if [ ${#tests[@]} -gt 0 ]; then
+  grep -aE "^test |^test result|VESSEL-TEST" serial.log
+  ran=$(grep -ac "^VESSEL-TEST " serial.log || true)
+  bad=$(grep -aE "^VESSEL-TEST " serial.log | tr -d '\r' | awk '$3 != "0"' | wc -l)
+  [ "$ran" -eq ${#tests[@]} ] && [ "$bad" -eq 0 ] || die "tests failed in the VM ($bad of $ran binaries failed, ${#tests[@]} expected)"
+  echo "vm-test ($arch): all ${#tests[@]} test binaries passed in the VM"
+  exit 0
+fi
 python3 - "$work" "$frames" <<'PY'
 import hashlib, re, sys, os
 work, frames = sys.argv[1], int(sys.argv[2])

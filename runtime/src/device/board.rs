@@ -174,7 +174,7 @@ impl BoardProfile {
 
     fn validate(&self) -> Result<(), BoardError> {
         let m = &self.model;
-        if m.input == 0 || m.input % 8 != 0 || m.input > 4096 {
+        if m.input == 0 || !m.input.is_multiple_of(8) || m.input > 4096 {
             return Err(self.invalid(
                 "model.input",
                 format!("{} is not allowed: a multiple of 8 from 8 to 4096", m.input),

@@ -182,7 +182,7 @@ pub fn camera(a: CameraArgs) -> Result<()> {
     let model = choose_model(a.model, Some(&board));
     let side = a.size.unwrap_or(board.model.input);
     anyhow::ensure!(
-        side > 0 && side % 8 == 0,
+        side > 0 && side.is_multiple_of(8),
         "--size {side}: must be a non-zero multiple of 8"
     );
     let file_precision = ModelFile::read(&model).map(|f| f.metadata.precision).ok();

@@ -65,45 +65,7 @@ enum Command {
         memory_budget: Option<f64>,
     },
     /// Live screening from a V4L2 camera: overlay and status on the display, shutter saves.
-    Camera {
-        /// Board profile (name in boards/ or a .toml path) [default: x86-dev on x86_64,
-        /// generic-arm64 elsewhere].
-        #[arg(long)]
-        board: Option<String>,
-        /// Camera device [default: the profile's].
-        #[arg(long)]
-        device: Option<PathBuf>,
-        /// Pixel format to ask for: auto, YUYV, MJPG or RGB3 [default: the profile's].
-        #[arg(long)]
-        format: Option<String>,
-        /// none, fb[:/dev/fbN], spi, or png:PATH[:WxH] [default: the profile's].
-        #[arg(long)]
-        display: Option<String>,
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Square network input side [default: the profile's].
-        #[arg(long)]
-        size: Option<u32>,
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long)]
-        memory_budget: Option<f64>,
-        /// Stop after this many frames [default: run until Ctrl-C / SIGTERM].
-        #[arg(long)]
-        frames: Option<u64>,
-        /// Where the shutter saves frame, mask, overlay and report.
-        #[arg(long, default_value = "captures")]
-        save_dir: PathBuf,
-        /// Save frame number N as if the shutter were pressed (scripted runs, tests).
-        #[arg(long)]
-        shutter_at: Option<u64>,
-        /// Do not read Enter from the terminal as the shutter.
-        #[arg(long)]
-        no_keyboard: bool,
-        /// Print a line per frame with the SHA-256 of what the display shows.
-        #[arg(long)]
-        report_screen: bool,
-    },
+    Camera(setup::CameraArgs),
     /// Latency and memory benchmark: warm-up, then N runs of the whole frame path.
     Bench {
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -264,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
                 &model,
                 None,
                 threads
-                    .or(board.as_ref().map(|b| b.model.threads))
+                    .or(board.as_ref().map(setup::profile_threads))
                     .unwrap_or(1),
                 memory_budget.or(board.as_ref().map(|b| b.model.memory_budget_mb)),
             )?;
@@ -282,35 +244,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(2);
             }
         }
-        Command::Camera {
-            board,
-            device,
-            format,
-            display,
-            model,
-            size,
-            threads,
-            memory_budget,
-            frames,
-            save_dir,
-            shutter_at,
-            no_keyboard,
-            report_screen,
-        } => setup::camera(setup::CameraArgs {
-            board,
-            device,
-            format,
-            display,
-            model,
-            size,
-            threads,
-            memory_budget,
-            frames,
-            save_dir,
-            shutter_at,
-            keyboard: !no_keyboard,
-            report_screen,
-        })?,
+        Command::Camera(args) => setup::camera(args)?,
         Command::Bench {
             model,
             size,

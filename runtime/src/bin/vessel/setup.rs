@@ -44,6 +44,21 @@ fn default_board_name() -> &'static str {
     }
 }
 
+/// The profile's thread count, or 1 with a note when this build has no thread pool (the
+/// profile describes the board; the build may be the single-threaded default).
+pub fn profile_threads(board: &BoardProfile) -> usize {
+    if board.model.threads > 1 && !cfg!(feature = "multithread") {
+        eprintln!(
+            "note: {} asks for {} threads; this build is single-threaded (build with \
+             `--features multithread` to use them): running on 1",
+            board.source.display(),
+            board.model.threads
+        );
+        return 1;
+    }
+    board.model.threads
+}
+
 pub fn choose_model(model: Option<PathBuf>, board: Option<&BoardProfile>) -> PathBuf {
     model
         .or_else(|| board.map(|b| b.model.path.clone()))
@@ -159,19 +174,44 @@ fn parse_format(s: &str) -> Result<CameraFormat> {
     })
 }
 
+#[derive(clap::Args)]
 pub struct CameraArgs {
+    /// Board profile (name in boards/ or a .toml path) [default: x86-dev on x86_64,
+    /// generic-arm64 elsewhere].
+    #[arg(long)]
     pub board: Option<String>,
+    /// Camera device [default: the profile's].
+    #[arg(long)]
     pub device: Option<PathBuf>,
+    /// Pixel format to ask for: auto, YUYV, MJPG or RGB3 [default: the profile's].
+    #[arg(long)]
     pub format: Option<String>,
+    /// none, fb[:/dev/fbN], spi, or png:PATH[:WxH] [default: the profile's].
+    #[arg(long)]
     pub display: Option<String>,
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Square network input side [default: the profile's].
+    #[arg(long)]
     pub size: Option<u32>,
+    #[arg(long)]
     pub threads: Option<usize>,
+    #[arg(long)]
     pub memory_budget: Option<f64>,
+    /// Stop after this many frames [default: run until Ctrl-C / SIGTERM].
+    #[arg(long)]
     pub frames: Option<u64>,
+    /// Where the shutter saves frame, mask, overlay and report.
+    #[arg(long, default_value = "captures")]
     pub save_dir: PathBuf,
+    /// Save frame number N as if the shutter were pressed (scripted runs, tests).
+    #[arg(long)]
     pub shutter_at: Option<u64>,
-    pub keyboard: bool,
+    /// Do not read Enter from the terminal as the shutter.
+    #[arg(long)]
+    pub no_keyboard: bool,
+    /// Print a line per frame with the SHA-256 of what the display shows.
+    #[arg(long)]
     pub report_screen: bool,
 }
 
@@ -196,7 +236,7 @@ pub fn camera(a: CameraArgs) -> Result<()> {
     let mut engine = start_engine(
         &model,
         Some((side, side)),
-        a.threads.unwrap_or(board.model.threads),
+        a.threads.unwrap_or_else(|| profile_threads(&board)),
         Some(a.memory_budget.unwrap_or(board.model.memory_budget_mb)),
     )?;
     let choice = match a.display.as_deref() {
@@ -221,7 +261,7 @@ pub fn camera(a: CameraArgs) -> Result<()> {
             save_dir: a.save_dir,
             shutter_pin: board.pins.shutter,
             led_pin: board.pins.led,
-            keyboard: a.keyboard,
+            keyboard: !a.no_keyboard,
             shutter_at: a.shutter_at,
             report_screen: a.report_screen,
         },

@@ -149,7 +149,7 @@ for v in /sys/class/vtconsole/vtcon*; do grep -q "frame buffer" \$v/name && echo
 i=0; while [ ! -e /dev/video0 ] || [ ! -e /dev/fb0 ]; do i=\$((i+1)); [ \$i -gt 300 ] && break; sleep 0.1; done
 [ -e /dev/fb0 ] || { echo "VESSEL-NOFB"; dmesg | grep -iE "bochs|drm|fb|insmod|module" | tail -30; }
 if [ -d /tests ]; then
-  export VESSEL_DATA_DIR=/data
+  export VESSEL_DATA_DIR=/data VESSEL_INT8_AGREEMENT_IDS=01
   cd $root/runtime
   for t in /tests/*; do \$t --test-threads=1; echo "VESSEL-TEST \$(basename \$t) \$?"; done
 else

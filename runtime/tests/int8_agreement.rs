@@ -26,8 +26,10 @@ fn int8_masks_agree_with_f32_inside_the_fov() {
     let mut f32_engine = Engine::load(&models.join("drive-f32.nnef.tgz"), None).unwrap();
     let mut int8_engine = Engine::load(&models.join("drive-int8.nnef.tgz"), None).unwrap();
     let threshold = f32_engine.metadata.threshold;
-    // Three images keep the emulated aarch64 run short; the x86 e2e test covers all twenty.
-    for id in ["01", "08", "15"] {
+    // Three images (one inside the emulated aarch64 VM, where a 592×592 pair takes ~4 min:
+    // `VESSEL_INT8_AGREEMENT_IDS=01`); the x86 e2e test covers all twenty.
+    let ids = std::env::var("VESSEL_INT8_AGREEMENT_IDS").unwrap_or_else(|_| "01,08,15".into());
+    for id in ids.split(',').map(str::trim) {
         let image = load_rgb(&test.join(format!("images/{id}_test.tif"))).unwrap();
         let fov = load_binary_mask(&test.join(format!("mask/{id}_test_mask.gif"))).unwrap();
         let n = fov.data.len();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use image::ImageDecoder;
 use thiserror::Error;
 use v4l::buffer::Type;
+use v4l::format::Description;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
@@ -69,8 +70,8 @@ fn device_err(path: &Path, problem: impl Into<String>) -> CaptureError {
     }
 }
 
-/// The pixel formats a camera offers (for `vessel info`).
-pub fn offered_formats(path: &Path) -> Result<(String, Vec<String>), CaptureError> {
+/// Opens a V4L2 device and reads what it is and which pixel formats it offers.
+fn probe(path: &Path) -> Result<(Device, String, Vec<Description>), CaptureError> {
     let device =
         Device::with_path(path).map_err(|e| device_err(path, format!("cannot open: {e}")))?;
     let caps = device
@@ -79,8 +80,14 @@ pub fn offered_formats(path: &Path) -> Result<(String, Vec<String>), CaptureErro
     let formats = device
         .enum_formats()
         .map_err(|e| device_err(path, format!("cannot list formats: {e}")))?;
+    Ok((device, caps.card, formats))
+}
+
+/// The pixel formats a camera offers (for `vessel info`).
+pub fn offered_formats(path: &Path) -> Result<(String, Vec<String>), CaptureError> {
+    let (_, card, formats) = probe(path)?;
     Ok((
-        caps.card,
+        card,
         formats
             .iter()
             .map(|f| format!("{} ({})", f.fourcc, f.description))
@@ -96,17 +103,8 @@ impl Camera {
         width: u32,
         height: u32,
     ) -> Result<Self, CaptureError> {
-        let device =
-            Device::with_path(path).map_err(|e| device_err(path, format!("cannot open: {e}")))?;
-        let caps = device
-            .query_caps()
-            .map_err(|e| device_err(path, format!("not a V4L2 device: {e}")))?;
-        let offered: Vec<FourCC> = device
-            .enum_formats()
-            .map_err(|e| device_err(path, format!("cannot list formats: {e}")))?
-            .into_iter()
-            .map(|d| d.fourcc)
-            .collect();
+        let (device, card, formats) = probe(path)?;
+        let offered: Vec<FourCC> = formats.into_iter().map(|d| d.fourcc).collect();
         let choice = SUPPORTED
             .iter()
             .filter(|(kind, _)| want == CameraFormat::Auto || *kind == want)
@@ -162,7 +160,7 @@ impl Camera {
                 height: set.height,
                 stride,
             },
-            card: caps.card,
+            card,
             rgb: vec![0; set.width as usize * set.height as usize * 3],
         })
     }

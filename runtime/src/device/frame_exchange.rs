@@ -83,11 +83,6 @@ impl FrameExchange {
         self.arrived.notify_one();
     }
 
-    /// Capture side: a slot taken by [`slot_to_fill`](Self::slot_to_fill) that was not filled.
-    pub fn give_back(&self, slot: usize) {
-        let _ = lock(&self.queues).free.push(slot);
-    }
-
     /// Inference side: the newest frame, waiting up to `timeout`. Older unread frames are
     /// dropped. Give the slot back with [`release`](Self::release) when done.
     pub fn take_newest(&self, timeout: Duration) -> Option<usize> {
@@ -107,6 +102,8 @@ impl FrameExchange {
         Some(newest)
     }
 
+    /// Either side: a slot is free again (inference is done with it, or capture took it and
+    /// could not fill it).
     pub fn release(&self, slot: usize) {
         let _ = lock(&self.queues).free.push(slot);
     }

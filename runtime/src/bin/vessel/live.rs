@@ -81,7 +81,7 @@ fn capture_thread(
         match result {
             Ok(()) => exchange.publish(slot),
             Err(e) => {
-                exchange.give_back(slot);
+                exchange.release(slot);
                 eprintln!("camera lost: {e}; reopening when it returns");
                 set(CameraStatus::Lost(e.to_string()));
                 // v4l panics when stopping a stream fails with anything but ENODEV: a camera

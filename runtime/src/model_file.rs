@@ -108,9 +108,12 @@ pub fn content_hash(entries: &BTreeMap<String, Vec<u8>>) -> String {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     }
-    let digest = h.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", to_hex(&h.finalize()))
+}
+
+/// Lower-case hexadecimal of a digest.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// True for paths written as archives (`.tgz`, `.tar.gz`, `.tar`), false for directories.

@@ -147,8 +147,7 @@ fn status_font(
 }
 
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::model_file::to_hex(&Sha256::digest(bytes))
 }
 
 impl OriginDimensions for Screen {

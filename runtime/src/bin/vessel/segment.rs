@@ -103,7 +103,7 @@ fn segment_one(
     path: &Path,
     stem: &str,
     opts: &SegmentOptions,
-) -> Result<ImageReport> {
+) -> Result<(ImageReport, String)> {
     let t0 = Instant::now();
     let image = load_rgb(path)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -145,7 +145,7 @@ fn segment_one(
     let analysis = analyse(&image, &mask);
     let postprocess_ms = t2.elapsed().as_secs_f64() * 1e3;
     let (nw, nh) = engine.input_size();
-    save_outputs(&opts.out_dir, stem, &analysis, None, |outputs| {
+    let report = save_outputs(&opts.out_dir, stem, &analysis, None, |outputs| {
         ImageReport {
             source: path.display().to_string(),
             width: w,
@@ -163,7 +163,8 @@ fn segment_one(
             quality: analysis.quality.clone(),
             outputs,
         }
-    })
+    })?;
+    Ok((report, thumbnail(&analysis.overlay)))
 }
 
 /// Runs the batch; returns how many inputs failed (the summary is written either way).
@@ -188,12 +189,14 @@ pub fn run(
         })
         .collect();
     let mut reports = Vec::new();
+    // Overlay thumbnails for the HTML summary, in the order of `reports`.
+    let mut thumbnails = Vec::new();
     let mut used = HashSet::new();
     let total = files.len();
     for (i, path) in files.iter().enumerate() {
         let stem = unique_stem(path, &mut used);
         match segment_one(engine, &model, path, &stem, opts) {
-            Ok(r) => {
+            Ok((r, thumb)) => {
                 let flags = if r.quality.flags.is_empty() {
                     "none".to_string()
                 } else {
@@ -207,6 +210,7 @@ pub fn run(
                     100.0 * r.vessel_density_fov
                 );
                 reports.push(r);
+                thumbnails.push(thumb);
             }
             Err(e) => {
                 eprintln!("[{}/{total}] skipped: {e:#}", i + 1);
@@ -234,7 +238,7 @@ pub fn run(
     write_atomic(&json_path, &serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("saving {}", json_path.display()))?;
     let html_path = opts.out_dir.join("summary.html");
-    write_atomic(&html_path, summary_html(&summary, &opts.out_dir).as_bytes())
+    write_atomic(&html_path, summary_html(&summary, &thumbnails).as_bytes())
         .with_context(|| format!("saving {}", html_path.display()))?;
     println!(
         "{} of {} images segmented; results in {} (summary.html, summary.json)",
@@ -245,12 +249,11 @@ pub fn run(
     Ok(summary.failed)
 }
 
-/// A thumbnail of a saved overlay as a `data:` URI (empty when it cannot be read back).
-fn thumbnail(path: &Path) -> String {
-    let Ok(img) = image::open(path) else {
-        return String::new();
-    };
-    let thumb = img.thumbnail(240, 240).to_rgb8();
+/// A thumbnail of an overlay as a `data:` URI (empty if it cannot be encoded).
+fn thumbnail(overlay: &RgbImage) -> String {
+    let thumb = image::DynamicImage::ImageRgb8(overlay.clone())
+        .thumbnail(240, 240)
+        .to_rgb8();
     let mut png = Vec::new();
     if thumb
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -261,9 +264,9 @@ fn thumbnail(path: &Path) -> String {
     format!("data:image/png;base64,{}", base64(&png))
 }
 
-fn summary_html(s: &Summary, dir: &Path) -> String {
+fn summary_html(s: &Summary, thumbnails: &[String]) -> String {
     let mut rows = String::new();
-    for r in &s.reports {
+    for (r, thumb) in s.reports.iter().zip(thumbnails) {
         let flags = if r.quality.flags.is_empty() {
             "—".to_string()
         } else {
@@ -274,7 +277,7 @@ fn summary_html(s: &Summary, dir: &Path) -> String {
              <td>{name}<br><small>{w}×{h}</small></td><td>{density:.1}%</td><td>{flags}</td>\
              <td>{ms:.0} ms</td><td><a href=\"{mask}\">mask</a> · <a href=\"{json}\">report</a></td></tr>\n",
             overlay = html_escape(&r.outputs.overlay),
-            thumb = thumbnail(&dir.join(&r.outputs.overlay)),
+            thumb = thumb,
             name = html_escape(&r.source),
             w = r.width,
             h = r.height,

@@ -269,28 +269,20 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             stare_protocol,
         } => {
+            // A named dataset's split with its description (calibration: train; test: test).
+            let load_split = |name: &str, split| -> Result<_> {
+                let root = data::resolve_data_dir(data_dir.as_deref());
+                let d = Dataset::parse(name, &root, stare_protocol);
+                Ok((d.describe(), load(&d, split)?))
+            };
             let calibration_set = match (&calibration, int8) {
-                (Some(name), true) => {
-                    let d = Dataset::parse(
-                        name,
-                        &data::resolve_data_dir(data_dir.as_deref()),
-                        stare_protocol,
-                    );
-                    Some((d.describe(), load(&d, Split::Train)?))
-                }
+                (Some(name), true) => Some(load_split(name, Split::Train)?),
                 _ => None,
             };
-            let test = match &test_dataset {
-                Some(name) => {
-                    let d = Dataset::parse(
-                        name,
-                        &data::resolve_data_dir(data_dir.as_deref()),
-                        stare_protocol,
-                    );
-                    Some((d.describe(), load(&d, Split::Test)?))
-                }
-                None => None,
-            };
+            let test = test_dataset
+                .as_deref()
+                .map(|name| load_split(name, Split::Test))
+                .transpose()?;
             let bar = ProgressBar::new(test.as_ref().map_or(0, |t| t.1.len() as u64));
             bar.set_style(
                 ProgressStyle::with_template("evaluating export [{bar:30}] {pos}/{len} {msg}")

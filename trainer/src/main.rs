@@ -89,6 +89,10 @@ enum Command {
         /// Train without augmentation.
         #[arg(long)]
         no_augment: bool,
+        /// Start from this checkpoint's weights (fine-tuning, e.g. STARE from a DRIVE run)
+        /// instead of a random initialisation; a fresh optimiser and learning rate.
+        #[arg(long, conflicts_with = "resume")]
+        init_from: Option<PathBuf>,
     },
     /// Evaluate a checkpoint, or an exported model as the runtime runs it, on a test split.
     Eval {
@@ -197,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
             plateau_patience,
             early_stop_patience,
             no_augment,
+            init_from,
         } => {
             if !(0.0..=1.0).contains(&bce_weight) {
                 anyhow::bail!("--bce-weight must be between 0 and 1, got {bce_weight}");
@@ -219,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             if no_augment {
                 options.augment = vessel_trainer::augment::Augment::none();
             }
+            options.init_from = init_from;
             // On resume the held-out split must be the one the run started with.
             let seed_for_split = if resume {
                 checkpoint::load::<train::TrainState>(&out.join("last.ckpt"))

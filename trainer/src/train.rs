@@ -57,6 +57,9 @@ pub struct TrainOptions {
     pub loss: LossConfig,
     pub augment: Augment,
     pub model: SaUnetConfig,
+    /// Checkpoint whose weights started this run (fine-tuning), instead of a random init.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -78,6 +81,7 @@ impl TrainOptions {
             loss: LossConfig::default(),
             augment: Augment::default(),
             model: SaUnetConfig::default(),
+            init_from: None,
         }
     }
 }
@@ -271,6 +275,10 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         }
         device.seed(req.options.seed);
         let model = SaUnetV2::new(&req.options.model, &device);
+        let model = match &req.options.init_from {
+            None => model,
+            Some(path) => init_weights(model, path, &req.options.model)?,
+        };
         let state = TrainState {
             learning_rate: req.options.learning_rate,
             options: req.options.clone(),
@@ -410,6 +418,21 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     }
     bar.finish_and_clear();
     Ok(state)
+}
+
+/// Starts a run from another run's weights (optimiser state and history are not taken).
+fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<SaUnetV2> {
+    let loaded = checkpoint::load::<TrainState>(path)
+        .with_context(|| format!("--init-from {}", path.display()))?;
+    if &loaded.state.options.model != config {
+        bail!(
+            "--init-from {}: its model ({:?}) differs from this run's ({:?})",
+            path.display(),
+            loaded.state.options.model,
+            config
+        );
+    }
+    Ok(loaded.load_model(model)?)
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {

@@ -251,3 +251,74 @@ fn broken_checkpoints_are_named_errors() {
         .to_string();
     assert!(err.contains("missing.ckpt"), "{err}");
 }
+
+#[test]
+fn fine_tuning_starts_from_the_given_weights() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("init-from-data");
+    let source = common::temp_dir("init-from-source");
+    train::run(TrainRequest {
+        options: tiny_options(2),
+        train: &samples[..3],
+        validation: &samples[3..],
+        out: source.clone(),
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    let head = |ckpt: &std::path::Path| {
+        let device = vessel_trainer::backend::inference_device();
+        let c = checkpoint::load::<TrainState>(ckpt).unwrap();
+        c.load_model(SaUnetV2::new(&c.state.options.model, &device))
+            .unwrap()
+            .head
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    // Learning rate 0: one epoch leaves the weights as they came in, so the new run's
+    // checkpoint holds exactly the source's weights (a random start would not).
+    let tuned = common::temp_dir("init-from-tuned");
+    let mut options = tiny_options(1);
+    options.learning_rate = 0.0;
+    options.seed = 7;
+    options.init_from = Some(source.join("last.ckpt"));
+    let state = train::run(TrainRequest {
+        options: options.clone(),
+        train: &samples[..3],
+        validation: &samples[3..],
+        out: tuned.clone(),
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    assert_eq!(state.epochs_done, 1, "a fresh run: its own epoch count");
+    assert_eq!(
+        state.options.init_from.as_deref(),
+        Some(source.join("last.ckpt").as_path())
+    );
+    assert_eq!(
+        head(&source.join("last.ckpt")),
+        head(&tuned.join("last.ckpt"))
+    );
+
+    // A checkpoint of another architecture is refused by name.
+    options.model.base_width += 8;
+    let err = train::run(TrainRequest {
+        options,
+        train: &samples[..3],
+        validation: &samples[3..],
+        out: common::temp_dir("init-from-mismatch"),
+        resume: false,
+        progress: false,
+    })
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("--init-from") && err.contains("differs"),
+        "{err}"
+    );
+}

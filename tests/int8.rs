@@ -10,7 +10,7 @@ use vessel_runtime::engine::Engine;
 use vessel_runtime::model_file::{ModelFile, Precision};
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::eval::Predictor;
-use vessel_trainer::export::{self, Calibration, Int8Request};
+use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
 use vessel_trainer::train::{self, TrainRequest};
 
 #[test]
@@ -32,10 +32,15 @@ fn int8_masks_agree_with_f32() {
     let bar = ProgressBar::hidden();
     let f32_path = run.join("f32.nnef.tgz");
     export::export_checkpoint(&ckpt, &f32_path, None, None, &bar).unwrap();
-    for method in [Calibration::MinMax, Calibration::Percentile] {
-        let int8_path = run.join(format!("int8-{method:?}.nnef.tgz"));
+    for (method, scope, quantised_convs) in [
+        (Calibration::MinMax, Int8Scope::All, 14),
+        (Calibration::Percentile, Int8Scope::All, 14),
+        (Calibration::Percentile, Int8Scope::BelowFullResolution, 10),
+    ] {
+        let int8_path = run.join(format!("int8-{method:?}-{scope:?}.nnef.tgz"));
         let request = Int8Request {
             method,
+            scope,
             dataset: "synthetic".into(),
             samples: &samples,
         };
@@ -47,8 +52,15 @@ fn int8_masks_agree_with_f32() {
             .as_deref()
             .unwrap()
             .contains("4 images"));
-        let meta = ModelFile::read(&int8_path).unwrap().metadata;
-        assert_eq!(meta.precision, Precision::Int8);
+        let file = ModelFile::read(&int8_path).unwrap();
+        assert_eq!(file.metadata.precision, Precision::Int8);
+        // One int8 input cast per quantised conv: the scope decides how many there are.
+        let graph = String::from_utf8(file.entries["graph.nnef"].clone()).unwrap();
+        assert_eq!(
+            graph.matches("to = 'i8'").count(),
+            quantised_convs,
+            "{scope:?}"
+        );
 
         let mut f32_engine = Engine::load(&f32_path, None).unwrap();
         let mut int8_engine = Engine::load(&int8_path, None).unwrap();
@@ -63,10 +75,10 @@ fn int8_masks_agree_with_f32() {
             }
         }
         let agreement = agree as f64 / total as f64;
-        eprintln!("{method:?}: mask agreement {agreement:.4}, max |Δp| {max_diff:.4}");
+        eprintln!("{method:?} {scope:?}: mask agreement {agreement:.4}, max |Δp| {max_diff:.4}");
         assert!(
             agreement >= 0.98,
-            "{method:?}: int8 agrees with f32 on {agreement}"
+            "{method:?} {scope:?}: int8 agrees with f32 on {agreement}"
         );
         assert!(
             max_diff > 0.0,

@@ -81,8 +81,34 @@ enum Mode {
     Float,
     /// f32, plus every 3×3 conv's input as an extra graph output.
     Calibration,
-    /// 3×3 convs in int8 with these input ranges (one per conv unit, in graph order).
-    Int8(Vec<ActivationRange>),
+    /// 3×3 convs in int8 with these input ranges (one per conv unit, in graph order),
+    /// those at full resolution only when the scope says so.
+    Int8(Vec<ActivationRange>, Int8Scope),
+}
+
+/// Which 3×3 convs an int8 export quantises.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Int8Scope {
+    /// All fourteen.
+    All,
+    /// The ten below full resolution; the four full-resolution ones stay f32. tract's
+    /// quantised conv builds its whole im2col buffer up front (9·Cin bytes a pixel), which
+    /// at full resolution is the largest buffer of the run and most of its time on x86.
+    BelowFullResolution,
+}
+
+impl Int8Scope {
+    fn describe(self) -> &'static str {
+        match self {
+            Int8Scope::All => "3x3 convs int8",
+            Int8Scope::BelowFullResolution => {
+                "3x3 convs below full resolution int8 (full-resolution convs f32)"
+            }
+        }
+    }
 }
 
 fn values<const D: usize>(t: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
@@ -109,6 +135,8 @@ struct GraphWriter {
     taps: Vec<Option<String>>,
     /// `graph.quant` lines (int8).
     quant: String,
+    /// Pooling depth of what is being written: 0 at full resolution.
+    level: usize,
 }
 
 impl GraphWriter {
@@ -162,6 +190,7 @@ impl GraphWriter {
                 t[dst..dst + kh * kw].copy_from_slice(&w[src..src + kh * kw]);
             }
         }
+        self.level -= 1;
         let w = self.variable(&format!("{name}_weight"), &[cout, cin, kh, kw], &t);
         let (_, b) = values(up.bias.as_ref().expect("transposed convs have a bias"));
         let b = self.variable(&format!("{name}_bias"), &[1, cout], &b);
@@ -204,7 +233,10 @@ impl GraphWriter {
                 self.taps.push((x != "input").then(|| x.to_string()));
                 self.conv(x, &unit.conv, &conv_name)
             }
-            Mode::Int8(ranges) => self.quantized_conv(x, &unit.conv, &conv_name, ranges[index]),
+            Mode::Int8(_, Int8Scope::BelowFullResolution) if self.level == 0 => {
+                self.conv(x, &unit.conv, &conv_name)
+            }
+            Mode::Int8(ranges, _) => self.quantized_conv(x, &unit.conv, &conv_name, ranges[index]),
         };
         self.group_norm_silu(&c, &unit.norm, &format!("{name}_norm"))
     }
@@ -278,6 +310,7 @@ impl GraphWriter {
     }
 
     fn max_pool(&mut self, x: &str) -> String {
+        self.level += 1;
         self.op(format!(
             "max_pool({x}, size = [1, 1, 2, 2], border = 'ignore', \
              padding = [(0, 0), (0, 0), (0, 0), (0, 0)], stride = [1, 1, 2, 2], dilation = [1, 1, 1, 1])"
@@ -313,11 +346,11 @@ pub fn nnef_f32(model: &SaUnetV2) -> NnefEntries {
     nnef_graph(model, Mode::Float).0
 }
 
-/// The int8 graph: the fourteen 3×3 convs quantised with the calibrated input `ranges`
+/// The int8 graph: the 3×3 convs in `scope` quantised with the calibrated input `ranges`
 /// (one per conv unit, in graph order); attention convs, transposed convs, GroupNorm and
 /// the head stay f32.
-pub fn nnef_int8(model: &SaUnetV2, ranges: &[ActivationRange]) -> NnefEntries {
-    nnef_graph(model, Mode::Int8(ranges.to_vec())).0
+pub fn nnef_int8(model: &SaUnetV2, ranges: &[ActivationRange], scope: Int8Scope) -> NnefEntries {
+    nnef_graph(model, Mode::Int8(ranges.to_vec(), scope)).0
 }
 
 fn nnef_graph(model: &SaUnetV2, mode: Mode) -> (NnefEntries, Vec<Option<String>>) {
@@ -329,6 +362,7 @@ fn nnef_graph(model: &SaUnetV2, mode: Mode) -> (NnefEntries, Vec<Option<String>>
         units: 0,
         taps: Vec::new(),
         quant: String::new(),
+        level: 0,
     };
     let channels = model.enc1.first.conv.weight.val().dims()[1];
     // Sides as 8 × a symbol, so every pooling level divides exactly (tract cannot prove
@@ -364,7 +398,7 @@ fn nnef_graph(model: &SaUnetV2, mode: Mode) -> (NnefEntries, Vec<Option<String>>
     let outputs: Vec<String> = std::iter::once("output".to_string())
         .chain(g.taps.iter().flatten().cloned())
         .collect();
-    let registry = if matches!(mode, Mode::Int8(_)) {
+    let registry = if matches!(mode, Mode::Int8(..)) {
         "extension tract_registry tract_core;\n"
     } else {
         ""
@@ -509,6 +543,7 @@ pub struct ExportOutcome {
 /// int8 export settings: how to calibrate, and on which images.
 pub struct Int8Request<'a> {
     pub method: Calibration,
+    pub scope: Int8Scope,
     pub dataset: String,
     pub samples: &'a [crate::data::Sample],
 }
@@ -542,13 +577,14 @@ pub fn export_checkpoint(
             )?;
             bar.set_position(0);
             let how = format!(
-                "{:?} over {} images of {}; 3x3 convs int8 (per-tensor symmetric weights, asymmetric activations), rest f32",
+                "{:?} over {} images of {}; {} (per-tensor symmetric weights, asymmetric activations), rest f32",
                 req.method,
                 req.samples.len(),
-                req.dataset
+                req.dataset,
+                req.scope.describe()
             );
             (
-                nnef_int8(&predictor.model, &ranges),
+                nnef_int8(&predictor.model, &ranges, req.scope),
                 Precision::Int8,
                 Some(how),
             )

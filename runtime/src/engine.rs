@@ -81,6 +81,20 @@ fn input_slice(
 
 /// Runs an NNEF model held in memory and returns all its outputs: what int8 calibration
 /// needs (the exporter's calibration graph outputs every quantised conv's input).
+/// One node of a profiled run.
+#[derive(Clone, Debug)]
+pub struct NodeProfile {
+    /// tract's op name (e.g. `Conv`, `OptMatMul`, `Silu`).
+    pub op: String,
+    /// The node's name in the optimised graph (derived from the NNEF identifiers).
+    pub name: String,
+    pub seconds: f64,
+    /// Bytes live when the node started (0 without the counting allocator).
+    pub live_before: usize,
+    /// Most bytes live while it ran.
+    pub peak_bytes: usize,
+}
+
 pub struct NnefRunner {
     state: TypedSimpleState,
     input: Arc<Tensor>,
@@ -305,23 +319,35 @@ impl Engine {
         }
     }
 
-    /// Runs the loaded input once, timing every node; returns (op name, seconds) per node
-    /// in execution order. The op name is tract's (e.g. `Conv`, `OptMatMul`, `Silu`).
-    pub fn profile_run(&mut self) -> Result<Vec<(String, f64)>, EngineError> {
-        let mut timings = Vec::new();
+    /// Runs the loaded input once, timing every node, in execution order. With the
+    /// counting allocator installed (the `vessel` binary) each node also gets the bytes
+    /// live before it and the most live while it ran, so the run's memory peak can be
+    /// traced to a node.
+    pub fn profile_run(&mut self) -> Result<Vec<NodeProfile>, EngineError> {
+        let mut nodes = Vec::new();
         let outputs = self
             .state
             .run_plan_with_eval(
                 tvec!(TValue::from_const(self.input.clone())),
                 |ctx, state, node, inputs| {
+                    let live_before = crate::alloc_count::stats().live_bytes;
+                    crate::alloc_count::reset_peak();
                     let t = std::time::Instant::now();
                     let r = tract_core::plan::eval(ctx, state, node, inputs);
-                    timings.push((node.op().name().to_string(), t.elapsed().as_secs_f64()));
+                    let seconds = t.elapsed().as_secs_f64();
+                    let peak_bytes = crate::alloc_count::stats().peak_bytes;
+                    nodes.push(NodeProfile {
+                        op: node.op().name().to_string(),
+                        name: node.name.clone(),
+                        seconds,
+                        live_before,
+                        peak_bytes,
+                    });
                     r
                 },
             )
             .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         self.output = outputs.into_iter().next();
-        Ok(timings)
+        Ok(nodes)
     }
 }

@@ -132,3 +132,42 @@ fn missing_model_and_bad_arguments_are_clear_errors() {
     assert!(err.contains("pi3") && err.contains("pi4"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn profile_reports_time_per_op_and_the_memory_peak() {
+    // The shipped default model at a small size: quick, and a real graph.
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .current_dir(repo())
+        .args(["profile", "--size", "64", "--top-memory", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("64x64"), "{stdout}");
+    let memory: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("live memory"))
+        .skip(1)
+        .collect();
+    assert_eq!(memory.len(), 3, "{stdout}");
+    // `BEFORE -> PEAK  OP NAME`, highest peak first, and a peak is never below what was live.
+    let peaks: Vec<(f64, f64)> = memory
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f[1], "->", "{l}");
+            (f[0].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert!(
+        peaks.iter().all(|(before, peak)| peak >= before),
+        "{stdout}"
+    );
+    assert!(peaks.windows(2).all(|w| w[0].1 >= w[1].1), "{stdout}");
+    // A 64×64 run holds several 16-channel 64×64 f32 maps at once (256 KiB each).
+    assert!(peaks[0].1 > 0.5, "{stdout}");
+}

@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Where the time goes: per-op-type totals of one run (after a warm-up run).
+    /// Where the time and the memory go: per-op-type totals of one run (after a warm-up
+    /// run), and the nodes where live memory peaks.
     Profile {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: PathBuf,
@@ -102,6 +103,9 @@ enum Command {
         size: Option<String>,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// How many of the highest-memory nodes to list.
+        #[arg(long, default_value_t = 8)]
+        top_memory: usize,
     },
     /// Show a model's metadata, the board profile, the camera's formats and the display.
     Info {
@@ -166,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             size,
             threads,
+            top_memory,
         } => {
             if !model.exists() {
                 anyhow::bail!(missing_model_hint(&model));
@@ -178,12 +183,12 @@ fn run(cli: Cli) -> Result<()> {
             engine.load_input(&img)?;
             engine.run()?;
             engine.load_input(&img)?;
-            let timings = engine.profile_run()?;
-            let total: f64 = timings.iter().map(|t| t.1).sum();
+            let nodes = engine.profile_run()?;
+            let total: f64 = nodes.iter().map(|n| n.seconds).sum();
             let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
-            for (op, secs) in &timings {
-                let e = by_op.entry(op.as_str()).or_default();
-                e.0 += secs;
+            for n in &nodes {
+                let e = by_op.entry(n.op.as_str()).or_default();
+                e.0 += n.seconds;
                 e.1 += 1;
             }
             let mut rows: Vec<_> = by_op.into_iter().collect();
@@ -193,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
                 model.display(),
                 engine.metadata.precision,
                 total * 1000.0,
-                timings.len()
+                nodes.len()
             );
             println!("{:<28} {:>6} {:>10} {:>6}", "op", "nodes", "ms", "share");
             for (op, (secs, n)) in rows {
@@ -201,6 +206,22 @@ fn run(cli: Cli) -> Result<()> {
                     "{op:<28} {n:>6} {:>10.1} {:>5.1}%",
                     secs * 1000.0,
                     100.0 * secs / total
+                );
+            }
+            // Where the live-memory peak happens: the nodes with the highest peaks.
+            let mb = |b: usize| b as f64 / 1e6;
+            let mut by_peak: Vec<&vessel_runtime::engine::NodeProfile> = nodes.iter().collect();
+            by_peak.sort_by(|a, b| b.peak_bytes.cmp(&a.peak_bytes));
+            println!(
+                "\nlive memory: highest per-node peaks (MB live before the node -> most while it ran)"
+            );
+            for n in by_peak.iter().take(top_memory) {
+                println!(
+                    "{:>8.1} -> {:>6.1}  {:<24} {}",
+                    mb(n.live_before),
+                    mb(n.peak_bytes),
+                    n.op,
+                    n.name
                 );
             }
         }

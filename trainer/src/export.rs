@@ -533,6 +533,31 @@ pub fn model_metadata(
     }
 }
 
+/// The metadata's training-data line: the dataset, and the run it started from when it was
+/// fine-tuned (`--init-from`).
+fn trained_on(opts: &crate::train::TrainOptions) -> String {
+    let Some(source) = &opts.init_from else {
+        return opts.dataset.clone();
+    };
+    // Recorded when the run started; runs from before that was recorded: read the source
+    // checkpoint as it is now.
+    let origin = opts.init_origin.clone().unwrap_or_else(|| {
+        crate::checkpoint::load::<crate::train::TrainState>(source)
+            .map(|c| {
+                format!(
+                    "{} ({} epochs)",
+                    c.state.options.dataset, c.state.epochs_done
+                )
+            })
+            .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
+    });
+    format!(
+        "{}, fine-tuned from {} trained on {origin}",
+        opts.dataset,
+        source.display()
+    )
+}
+
 /// What `vessel-train export` did.
 pub struct ExportOutcome {
     pub metadata: ModelMetadata,
@@ -594,7 +619,7 @@ pub fn export_checkpoint(
         &opts.model,
         opts.input_size,
         opts.threshold,
-        opts.dataset.clone(),
+        trained_on(opts),
         state.epochs_done,
         precision,
     );

@@ -60,6 +60,9 @@ pub struct TrainOptions {
     /// Checkpoint whose weights started this run (fine-tuning), instead of a random init.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// What `init_from` held when the run started: its dataset and epochs.
+    #[serde(default)]
+    pub init_origin: Option<String>,
 }
 
 impl TrainOptions {
@@ -82,6 +85,7 @@ impl TrainOptions {
             augment: Augment::default(),
             model: SaUnetConfig::default(),
             init_from: None,
+            init_origin: None,
         }
     }
 }
@@ -275,13 +279,18 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         }
         device.seed(req.options.seed);
         let model = SaUnetV2::new(&req.options.model, &device);
+        let mut options = req.options.clone();
         let model = match &req.options.init_from {
             None => model,
-            Some(path) => init_weights(model, path, &req.options.model)?,
+            Some(path) => {
+                let (model, origin) = init_weights(model, path, &req.options.model)?;
+                options.init_origin = Some(origin);
+                model
+            }
         };
         let state = TrainState {
             learning_rate: req.options.learning_rate,
-            options: req.options.clone(),
+            options,
             epochs_done: 0,
             steps_done: 0,
             patience: Patience::new(),
@@ -420,8 +429,9 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     Ok(state)
 }
 
-/// Starts a run from another run's weights (optimiser state and history are not taken).
-fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<SaUnetV2> {
+/// Starts a run from another run's weights (optimiser state and history are not taken);
+/// also returns what they were trained on, for the record.
+fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<(SaUnetV2, String)> {
     let loaded = checkpoint::load::<TrainState>(path)
         .with_context(|| format!("--init-from {}", path.display()))?;
     if &loaded.state.options.model != config {
@@ -432,7 +442,11 @@ fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<S
             config
         );
     }
-    Ok(loaded.load_model(model)?)
+    let origin = format!(
+        "{} ({} epochs)",
+        loaded.state.options.dataset, loaded.state.epochs_done
+    );
+    Ok((loaded.load_model(model)?, origin))
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {

@@ -301,6 +301,10 @@ fn fine_tuning_starts_from_the_given_weights() {
         Some(source.join("last.ckpt").as_path())
     );
     assert_eq!(
+        state.options.init_origin.as_deref(),
+        Some("synthetic (2 epochs)")
+    );
+    assert_eq!(
         head(&source.join("last.ckpt")),
         head(&tuned.join("last.ckpt"))
     );

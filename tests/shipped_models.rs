@@ -1,7 +1,8 @@
 //! The models shipped in `models/`: each loads, matches the content hash recorded in it and
-//! in the model card, and reproduces its recorded DRIVE test F1 (to 1e-3) when run by the
-//! runtime's engine on `../shared/data`. The int8 model's masks agree with the f32 model's
-//! on at least 98% of FOV pixels of every DRIVE test image.
+//! in the model card, and reproduces its recorded test F1 (to 1e-3) when run by the
+//! runtime's engine on `../shared/data` — DRIVE's test set for the DRIVE models, the STARE
+//! fold they were tested on for the STARE models. Each int8 model's masks agree with its f32
+//! twin's on at least 98% of FOV pixels of every test image.
 
 #[path = "../trainer/tests/common/mod.rs"]
 mod common;
@@ -11,34 +12,54 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::model_file::{ModelFile, Precision};
-use vessel_trainer::data::{Dataset, Split};
+use vessel_trainer::data::{Dataset, Split, StareProtocol};
 use vessel_trainer::eval::evaluate;
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
-#[test]
-fn shipped_drive_models_reproduce_their_recorded_scores() {
+fn data_dir(dataset: &str) -> PathBuf {
     let data = common::shared_data_dir();
     assert!(
-        data.join("DRIVE").is_dir(),
-        "DRIVE not found under {} (set VESSEL_DATA_DIR)",
+        data.join(dataset).is_dir(),
+        "{dataset} not found under {} (set VESSEL_DATA_DIR)",
         data.display()
     );
-    let samples = Dataset::Drive {
+    data
+}
+
+#[test]
+fn shipped_drive_models_reproduce_their_recorded_scores() {
+    let data = data_dir("DRIVE");
+    let dataset = Dataset::Drive {
         root: data.join("DRIVE"),
-    }
-    .load(Split::Test)
-    .unwrap();
-    assert_eq!(samples.len(), 20);
+    };
+    check_model_pair("drive", &dataset, 20);
+}
+
+#[test]
+fn shipped_stare_models_reproduce_their_recorded_scores() {
+    let data = data_dir("STARE");
+    // The fold the STARE models were held out from (their card and metadata name it).
+    let protocol: StareProtocol = "kfold:5:0".parse().unwrap();
+    let dataset = Dataset::Stare {
+        root: data.join("STARE"),
+        protocol,
+    };
+    check_model_pair("stare", &dataset, 4);
+}
+
+/// `models/{prefix}-f32` and `-int8`: hash, size, recorded scores on `dataset`'s test
+/// split, and int8/f32 mask agreement inside the FOV.
+fn check_model_pair(prefix: &str, dataset: &Dataset, test_images: usize) {
+    let samples = dataset.load(Split::Test).unwrap();
+    assert_eq!(samples.len(), test_images);
     let card = std::fs::read_to_string(models_dir().join("README.md")).expect("models/README.md");
 
     let mut masks: Vec<Vec<Vec<u8>>> = Vec::new();
-    for (name, precision) in [
-        ("drive-f32", Precision::F32),
-        ("drive-int8", Precision::Int8),
-    ] {
+    for (precision, suffix) in [(Precision::F32, "f32"), (Precision::Int8, "int8")] {
+        let name = format!("{prefix}-{suffix}");
         let path = models_dir().join(format!("{name}.nnef.tgz"));
         // Reading verifies the content against the hash in the metadata.
         let file = ModelFile::read(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -52,11 +73,8 @@ fn shipped_drive_models_reproduce_their_recorded_scores() {
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size < 2 * 1024 * 1024, "{name} is {size} bytes");
         let recorded = meta.test_metrics.clone().expect("recorded test metrics");
-        assert!(
-            recorded.dataset.starts_with("DRIVE"),
-            "{}",
-            recorded.dataset
-        );
+        assert_eq!(recorded.dataset, dataset.describe(), "{name}");
+        assert_eq!(recorded.images, test_images, "{name}");
 
         let mut engine = Engine::load(&path, None).unwrap();
         let threshold = meta.threshold;
@@ -72,7 +90,7 @@ fn shipped_drive_models_reproduce_their_recorded_scores() {
                 Ok(p)
             },
             &samples,
-            "DRIVE",
+            &dataset.describe(),
             threshold,
             None,
             &ProgressBar::hidden(),

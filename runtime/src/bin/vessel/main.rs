@@ -211,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             // Where the live-memory peak happens: the nodes with the highest peaks.
             let mb = |b: usize| b as f64 / 1e6;
             let mut by_peak: Vec<&vessel_runtime::engine::NodeProfile> = nodes.iter().collect();
-            by_peak.sort_by(|a, b| b.peak_bytes.cmp(&a.peak_bytes));
+            by_peak.sort_by_key(|n| std::cmp::Reverse(n.peak_bytes));
             println!(
                 "\nlive memory: highest per-node peaks (MB live before the node -> most while it ran)"
             );

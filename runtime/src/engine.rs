@@ -79,8 +79,6 @@ fn input_slice(
         .map_err(|e| EngineError::Run(format!("{e:#}")))
 }
 
-/// Runs an NNEF model held in memory and returns all its outputs: what int8 calibration
-/// needs (the exporter's calibration graph outputs every quantised conv's input).
 /// One node of a profiled run.
 #[derive(Clone, Debug)]
 pub struct NodeProfile {
@@ -95,6 +93,8 @@ pub struct NodeProfile {
     pub peak_bytes: usize,
 }
 
+/// Runs an NNEF model held in memory and returns all its outputs: what int8 calibration
+/// needs (the exporter's calibration graph outputs every quantised conv's input).
 pub struct NnefRunner {
     state: TypedSimpleState,
     input: Arc<Tensor>,

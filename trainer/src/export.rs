@@ -543,12 +543,7 @@ fn trained_on(opts: &crate::train::TrainOptions) -> String {
     // checkpoint as it is now.
     let origin = opts.init_origin.clone().unwrap_or_else(|| {
         crate::checkpoint::load::<crate::train::TrainState>(source)
-            .map(|c| {
-                format!(
-                    "{} ({} epochs)",
-                    c.state.options.dataset, c.state.epochs_done
-                )
-            })
+            .map(|c| c.state.origin())
             .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
     });
     format!(

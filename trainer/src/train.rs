@@ -168,6 +168,13 @@ pub struct TrainState {
     pub finished: bool,
 }
 
+impl TrainState {
+    /// What a run's weights were trained on, for runs that start from them: "DATASET (N epochs)".
+    pub fn origin(&self) -> String {
+        format!("{} ({} epochs)", self.options.dataset, self.epochs_done)
+    }
+}
+
 /// Where a run keeps its files.
 pub struct RunDir {
     pub dir: PathBuf,
@@ -442,10 +449,7 @@ fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<(
             config
         );
     }
-    let origin = format!(
-        "{} ({} epochs)",
-        loaded.state.options.dataset, loaded.state.epochs_done
-    );
+    let origin = loaded.state.origin();
     Ok((loaded.load_model(model)?, origin))
 }
 

@@ -22,6 +22,21 @@ fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
 
 use common::tiny_options;
 
+/// The head conv's weights stored in a checkpoint.
+fn head_weights(ckpt: &std::path::Path) -> Vec<f32> {
+    let device = vessel_trainer::backend::inference_device();
+    let c = checkpoint::load::<TrainState>(ckpt).unwrap();
+    c.load_model(SaUnetV2::new(&c.state.options.model, &device))
+        .unwrap()
+        .head
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
 fn tiny_samples(name: &str) -> Vec<vessel_trainer::data::Sample> {
     let dir = common::temp_dir(name);
     common::write_generic_dataset(&dir, 4, 32);
@@ -146,21 +161,10 @@ fn resume_continues_exactly_where_the_run_stopped() {
         assert!((a.val_loss - b.val_loss).abs() < 1e-6);
     }
     // Same weights at the end.
-    let device = vessel_trainer::backend::inference_device();
-    let load = |dir: &std::path::Path| {
-        let c = checkpoint::load::<TrainState>(&dir.join("last.ckpt")).unwrap();
-        let m = c
-            .load_model(SaUnetV2::new(&c.state.options.model, &device))
-            .unwrap();
-        m.head
-            .weight
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
-    let (wa, wb) = (load(&straight), load(&stopped));
+    let (wa, wb) = (
+        head_weights(&straight.join("last.ckpt")),
+        head_weights(&stopped.join("last.ckpt")),
+    );
     for (a, b) in wa.iter().zip(&wb) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
@@ -256,29 +260,18 @@ fn broken_checkpoints_are_named_errors() {
 fn fine_tuning_starts_from_the_given_weights() {
     let _rng = rng_lock();
     let samples = tiny_samples("init-from-data");
-    let source = common::temp_dir("init-from-source");
-    train::run(TrainRequest {
-        options: tiny_options(2),
-        train: &samples[..3],
-        validation: &samples[3..],
-        out: source.clone(),
-        resume: false,
-        progress: false,
-    })
-    .unwrap();
-    let head = |ckpt: &std::path::Path| {
-        let device = vessel_trainer::backend::inference_device();
-        let c = checkpoint::load::<TrainState>(ckpt).unwrap();
-        c.load_model(SaUnetV2::new(&c.state.options.model, &device))
-            .unwrap()
-            .head
-            .weight
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap()
+    let run = |options: TrainOptions, out: &std::path::Path| {
+        train::run(TrainRequest {
+            options,
+            train: &samples[..3],
+            validation: &samples[3..],
+            out: out.to_path_buf(),
+            resume: false,
+            progress: false,
+        })
     };
+    let source = common::temp_dir("init-from-source");
+    run(tiny_options(2), &source).unwrap();
     // Learning rate 0: one epoch leaves the weights as they came in, so the new run's
     // checkpoint holds exactly the source's weights (a random start would not).
     let tuned = common::temp_dir("init-from-tuned");
@@ -286,15 +279,7 @@ fn fine_tuning_starts_from_the_given_weights() {
     options.learning_rate = 0.0;
     options.seed = 7;
     options.init_from = Some(source.join("last.ckpt"));
-    let state = train::run(TrainRequest {
-        options: options.clone(),
-        train: &samples[..3],
-        validation: &samples[3..],
-        out: tuned.clone(),
-        resume: false,
-        progress: false,
-    })
-    .unwrap();
+    let state = run(options.clone(), &tuned).unwrap();
     assert_eq!(state.epochs_done, 1, "a fresh run: its own epoch count");
     assert_eq!(
         state.options.init_from.as_deref(),
@@ -305,21 +290,13 @@ fn fine_tuning_starts_from_the_given_weights() {
         Some("synthetic (2 epochs)")
     );
     assert_eq!(
-        head(&source.join("last.ckpt")),
-        head(&tuned.join("last.ckpt"))
+        head_weights(&source.join("last.ckpt")),
+        head_weights(&tuned.join("last.ckpt"))
     );
 
     // A checkpoint of another architecture is refused by name.
     options.model.base_width += 8;
-    let err = train::run(TrainRequest {
-        options,
-        train: &samples[..3],
-        validation: &samples[3..],
-        out: common::temp_dir("init-from-mismatch"),
-        resume: false,
-        progress: false,
-    })
-    .unwrap_err();
+    let err = run(options, &common::temp_dir("init-from-mismatch")).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("--init-from") && err.contains("differs"),

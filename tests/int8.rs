@@ -25,6 +25,7 @@ fn int8_masks_agree_with_f32() {
         validation: &samples,
         out: run.clone(),
         resume: false,
+        resume_learning_rate: None,
         progress: false,
     })
     .unwrap();

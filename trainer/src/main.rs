@@ -64,8 +64,10 @@ enum Command {
         epochs: usize,
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
+        /// Learning rate [default: 1e-3]. With --resume: the run continues at this rate from
+        /// its next epoch (a manual cut); without it, a resumed run keeps its own rate.
+        #[arg(long)]
+        lr: Option<f64>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Training images held out for validation.
@@ -217,7 +219,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut options = TrainOptions::reference(dataset.describe(), input_size);
             options.epochs = epochs;
             options.batch_size = batch_size;
-            options.learning_rate = lr;
+            options.learning_rate = lr.unwrap_or(options.learning_rate);
             options.seed = seed;
             options.loss.bce_weight = bce_weight;
             options.loss.mcc_weight = 1.0 - bce_weight;
@@ -252,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
                 validation: &val_set,
                 out: out.clone(),
                 resume,
+                resume_learning_rate: if resume { lr } else { None },
                 progress: true,
             })?;
             if state.finished {

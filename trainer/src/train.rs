@@ -249,6 +249,9 @@ pub struct TrainRequest<'a> {
     pub validation: &'a [Sample],
     pub out: PathBuf,
     pub resume: bool,
+    /// On resume, continue at this learning rate instead of the saved one (a manual cut;
+    /// the plateau count restarts as after an automatic cut). New runs use `options`.
+    pub resume_learning_rate: Option<f64>,
     /// Show a progress bar (off in tests).
     pub progress: bool,
 }
@@ -276,6 +279,20 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         // Only the length of the run may change on resume (to train further). A run that
         // stopped early stays stopped.
         state.options.epochs = req.options.epochs;
+        if let Some(rate) = req.resume_learning_rate {
+            if !(rate.is_finite() && rate >= 0.0) {
+                bail!("the learning rate must be a finite number ≥ 0, got {rate}");
+            }
+            if rate != state.learning_rate {
+                println!(
+                    "learning rate {:.1e} -> {rate:.1e} from epoch {}",
+                    state.learning_rate,
+                    state.epochs_done + 1
+                );
+                state.learning_rate = rate;
+                state.patience.plateau_wait = 0;
+            }
+        }
         (model, optimizer, state)
     } else {
         if run_dir.last().exists() {

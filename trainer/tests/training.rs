@@ -54,6 +54,7 @@ fn tiny_model_overfits_a_tiny_dataset() {
         validation: &samples,
         out: out.clone(),
         resume: false,
+        resume_learning_rate: None,
         progress: false,
     })
     .unwrap();
@@ -140,6 +141,7 @@ fn resume_continues_exactly_where_the_run_stopped() {
         validation: val_set,
         out: out.to_path_buf(),
         resume,
+        resume_learning_rate: None,
         progress: false,
     };
     let straight = common::temp_dir("resume-straight");
@@ -171,6 +173,36 @@ fn resume_continues_exactly_where_the_run_stopped() {
 }
 
 #[test]
+fn a_resumed_run_can_continue_at_a_new_learning_rate() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("resume-lr-data");
+    let out = common::temp_dir("resume-lr-run");
+    let req = |epochs, resume, rate| TrainRequest {
+        options: tiny_options(epochs),
+        train: &samples[..3],
+        validation: &samples[3..],
+        out: out.clone(),
+        resume,
+        resume_learning_rate: rate,
+        progress: false,
+    };
+    let first = train::run(req(1, false, None)).unwrap();
+    assert_eq!(first.learning_rate, tiny_options(1).learning_rate);
+    let before = head_weights(&out.join("last.ckpt"));
+
+    let err = train::run(req(2, true, Some(-1.0))).unwrap_err().to_string();
+    assert!(err.contains("learning rate"), "{err}");
+    assert_eq!(head_weights(&out.join("last.ckpt")), before);
+
+    // Rate 0 from epoch 2: recorded in the history, and the weights stop moving.
+    let resumed = train::run(req(2, true, Some(0.0))).unwrap();
+    assert_eq!(resumed.epochs_done, 2);
+    assert_eq!(resumed.history[1].learning_rate, 0.0);
+    assert_eq!(resumed.learning_rate, 0.0);
+    assert_eq!(head_weights(&out.join("last.ckpt")), before);
+}
+
+#[test]
 fn an_existing_run_is_never_overwritten() {
     let _rng = rng_lock();
     let samples = tiny_samples("overwrite-data");
@@ -181,6 +213,7 @@ fn an_existing_run_is_never_overwritten() {
         validation: &samples[2..],
         out: out.clone(),
         resume,
+        resume_learning_rate: None,
         progress: false,
     };
     train::run(req(false)).unwrap();
@@ -234,6 +267,7 @@ fn broken_checkpoints_are_named_errors() {
         validation: &samples[2..],
         out: out.clone(),
         resume: false,
+        resume_learning_rate: None,
         progress: false,
     })
     .unwrap();
@@ -267,6 +301,7 @@ fn fine_tuning_starts_from_the_given_weights() {
             validation: &samples[3..],
             out: out.to_path_buf(),
             resume: false,
+            resume_learning_rate: None,
             progress: false,
         })
     };

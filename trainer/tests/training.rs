@@ -190,7 +190,9 @@ fn a_resumed_run_can_continue_at_a_new_learning_rate() {
     assert_eq!(first.learning_rate, tiny_options(1).learning_rate);
     let before = head_weights(&out.join("last.ckpt"));
 
-    let err = train::run(req(2, true, Some(-1.0))).unwrap_err().to_string();
+    let err = train::run(req(2, true, Some(-1.0)))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("learning rate"), "{err}");
     assert_eq!(head_weights(&out.join("last.ckpt")), before);
 

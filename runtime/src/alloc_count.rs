@@ -92,8 +92,9 @@ pub fn is_installed() -> bool {
 /// unmapped on their own instead of carved from the heap, so freed activations go back to
 /// the system at once and the process's RSS follows its live memory. glibc otherwise raises
 /// that threshold as big blocks are freed and keeps them in a fragmented heap. Measured at
-/// 592×592 on x86_64: f32 peak RSS 159–179 → 121 MB, int8 175–206 → 146 MB, for about
-/// 113,000 more page faults per frame (≈ 10–15% of a frame's time).
+/// 592×592 on x86_64 with the shipped DRIVE models: f32 peak RSS 158–162 → 96 MB, int8
+/// 156–201 → 110 MB, for about 113,000 more page faults per frame (10–15% of a frame's time
+/// on a quiet host, more on a busy one).
 /// Returns false where the C library has no such setting (non-glibc).
 pub fn release_large_blocks_eagerly() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -133,7 +133,7 @@ struct GraphWriter {
     mode: Mode,
     /// Conv inputs written so far (indexes calibration taps and int8 ranges).
     conv_inputs: usize,
-    /// Calibration: the input identifier of each conv unit (`None` for the graph input,
+    /// Calibration: the identifier of each conv input (`None` for the graph input,
     /// whose range is known: [0, 1]).
     taps: Vec<Option<String>>,
     /// `graph.quant` lines (int8).
@@ -193,9 +193,9 @@ impl GraphWriter {
             Some(b) => self.variable(&format!("{name}_bias"), &[1, b.len()], b),
             None => "0.0".to_string(),
         };
-        let [(t, b_), (l, r)] = padding;
+        let [(top, bottom), (left, right)] = padding;
         self.op(format!(
-            "conv({x}, {w}, {b}, border = 'constant', padding = [({t}, {b_}), ({l}, {r})], \
+            "conv({x}, {w}, {b}, border = 'constant', padding = [({top}, {bottom}), ({left}, {right})], \
              stride = [1, 1], dilation = [1, 1], groups = 1)"
         ))
     }

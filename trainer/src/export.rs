@@ -309,11 +309,7 @@ impl GraphWriter {
                 .collect();
             first_channel += channels;
             // The bias goes with the first part only.
-            let part_bias = if k == 0 {
-                bias.clone()
-            } else {
-                vec![0.0; cout]
-            };
+            let part_bias = (k == 0).then_some(&bias[..]);
             let conv_name = if parts.len() == 1 {
                 format!("{name}_conv")
             } else {
@@ -325,13 +321,12 @@ impl GraphWriter {
             let c = match &self.mode {
                 Mode::Int8(ranges, _) if quantise => {
                     let range = ranges[index];
-                    self.quantized_conv(x, &part_shape, &part_w, &part_bias, &conv_name, range)
+                    self.quantized_conv(x, &part_shape, &part_w, part_bias, &conv_name, range)
                 }
                 mode => {
                     if matches!(mode, Mode::Calibration) {
                         self.taps.push((x != "input").then(|| x.to_string()));
                     }
-                    let part_bias = (k == 0).then_some(&part_bias[..]);
                     let padding = [(pad, pad), (pad, pad)];
                     self.conv_with(x, &part_shape, &part_w, part_bias, &conv_name, padding)
                 }
@@ -356,13 +351,14 @@ impl GraphWriter {
 
     /// A 3×3 conv in int8: input quantised asymmetrically with its calibrated range, weights
     /// symmetrically per tensor, bias as i32 in the accumulator's scale; the i32 accumulator
-    /// is typed with scale s_x·s_w so casting it to f32 dequantises it exactly.
+    /// is typed with scale s_x·s_w so casting it to f32 dequantises it exactly. No bias:
+    /// zeros (tract's quantised conv takes its bias as a tensor).
     fn quantized_conv(
         &mut self,
         x: &str,
         wshape: &[usize],
         w: &[f32],
-        bias: &[f32],
+        bias: Option<&[f32]>,
         name: &str,
         range: ActivationRange,
     ) -> String {
@@ -389,10 +385,10 @@ impl GraphWriter {
         .expect("writing to a String");
         self.quant_line(&wlabel, 0, sw, 8, true);
 
-        let bq: Vec<i32> = bias
-            .iter()
-            .map(|v| (v / (sx * sw)).round() as i32)
-            .collect();
+        let bq: Vec<i32> = match bias {
+            Some(b) => b.iter().map(|v| (v / (sx * sw)).round() as i32).collect(),
+            None => vec![0; wshape[0]],
+        };
         let blabel = format!("{name}_bias");
         self.entries
             .insert(format!("{blabel}.dat"), dat_i32(&[1, bq.len()], &bq));

@@ -15,7 +15,7 @@ use vessel_runtime::engine::Engine;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
 use vessel_trainer::model::SaUnetConfig;
-use vessel_trainer::train::{self, TrainRequest};
+use vessel_trainer::train;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -51,16 +51,7 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
     };
     let base_width = options.model.base_width;
     let run = common::temp_dir("graph-memory-run");
-    train::run(TrainRequest {
-        options,
-        train: &samples,
-        validation: &samples,
-        out: run.clone(),
-        resume: false,
-        resume_learning_rate: None,
-        progress: false,
-    })
-    .unwrap();
+    train::run(common::new_run(options, &samples, &samples, &run)).unwrap();
     let ckpt = run.join("last.ckpt");
     let bar = ProgressBar::hidden();
     let f32_path = run.join("f32.nnef.tgz");

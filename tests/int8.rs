@@ -11,7 +11,7 @@ use vessel_runtime::model_file::{ModelFile, Precision};
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::eval::Predictor;
 use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
-use vessel_trainer::train::{self, TrainRequest};
+use vessel_trainer::train;
 
 #[test]
 fn int8_masks_agree_with_f32() {
@@ -19,15 +19,12 @@ fn int8_masks_agree_with_f32() {
     common::write_generic_dataset(&data, 4, 32);
     let samples = Dataset::Generic { dir: data }.load(Split::Train).unwrap();
     let run = common::temp_dir("int8-run");
-    train::run(TrainRequest {
-        options: common::tiny_options(40),
-        train: &samples,
-        validation: &samples,
-        out: run.clone(),
-        resume: false,
-        resume_learning_rate: None,
-        progress: false,
-    })
+    train::run(common::new_run(
+        common::tiny_options(40),
+        &samples,
+        &samples,
+        &run,
+    ))
     .unwrap();
     let ckpt = run.join("best.ckpt");
     let bar = ProgressBar::hidden();

@@ -48,16 +48,7 @@ fn tiny_model_overfits_a_tiny_dataset() {
     let _rng = rng_lock();
     let samples = tiny_samples("overfit-data");
     let out = common::temp_dir("overfit-run");
-    let state = train::run(TrainRequest {
-        options: tiny_options(60),
-        train: &samples,
-        validation: &samples,
-        out: out.clone(),
-        resume: false,
-        resume_learning_rate: None,
-        progress: false,
-    })
-    .unwrap();
+    let state = train::run(common::new_run(tiny_options(60), &samples, &samples, &out)).unwrap();
     let h = &state.history;
     let first = &h[0];
     let last = h.last().unwrap();
@@ -133,16 +124,16 @@ fn resume_continues_exactly_where_the_run_stopped() {
     opts.model.dropblock_rate = 0.15;
     opts.model.dropblock_size = 3;
     let request = |epochs: usize, out: &std::path::Path, resume: bool| TrainRequest {
-        options: TrainOptions {
-            epochs,
-            ..opts.clone()
-        },
-        train: train_set,
-        validation: val_set,
-        out: out.to_path_buf(),
         resume,
-        resume_learning_rate: None,
-        progress: false,
+        ..common::new_run(
+            TrainOptions {
+                epochs,
+                ..opts.clone()
+            },
+            train_set,
+            val_set,
+            out,
+        )
     };
     let straight = common::temp_dir("resume-straight");
     let full = train::run(request(3, &straight, false)).unwrap();
@@ -178,13 +169,9 @@ fn a_resumed_run_can_continue_at_a_new_learning_rate() {
     let samples = tiny_samples("resume-lr-data");
     let out = common::temp_dir("resume-lr-run");
     let req = |epochs, resume, rate| TrainRequest {
-        options: tiny_options(epochs),
-        train: &samples[..3],
-        validation: &samples[3..],
-        out: out.clone(),
         resume,
         resume_learning_rate: rate,
-        progress: false,
+        ..common::new_run(tiny_options(epochs), &samples[..3], &samples[3..], &out)
     };
     let first = train::run(req(1, false, None)).unwrap();
     assert_eq!(first.learning_rate, tiny_options(1).learning_rate);
@@ -210,13 +197,8 @@ fn an_existing_run_is_never_overwritten() {
     let samples = tiny_samples("overwrite-data");
     let out = common::temp_dir("overwrite-run");
     let req = |resume| TrainRequest {
-        options: tiny_options(1),
-        train: &samples[..2],
-        validation: &samples[2..],
-        out: out.clone(),
         resume,
-        resume_learning_rate: None,
-        progress: false,
+        ..common::new_run(tiny_options(1), &samples[..2], &samples[2..], &out)
     };
     train::run(req(false)).unwrap();
     assert!(
@@ -263,15 +245,12 @@ fn broken_checkpoints_are_named_errors() {
     // A real checkpoint cut short.
     let samples = tiny_samples("broken-ckpt-data");
     let out = dir.join("run");
-    train::run(TrainRequest {
-        options: tiny_options(1),
-        train: &samples[..2],
-        validation: &samples[2..],
-        out: out.clone(),
-        resume: false,
-        resume_learning_rate: None,
-        progress: false,
-    })
+    train::run(common::new_run(
+        tiny_options(1),
+        &samples[..2],
+        &samples[2..],
+        &out,
+    ))
     .unwrap();
     let bytes = std::fs::read(out.join("last.ckpt")).unwrap();
     let cut = dir.join("cut.ckpt");
@@ -297,15 +276,7 @@ fn fine_tuning_starts_from_the_given_weights() {
     let _rng = rng_lock();
     let samples = tiny_samples("init-from-data");
     let run = |options: TrainOptions, out: &std::path::Path| {
-        train::run(TrainRequest {
-            options,
-            train: &samples[..3],
-            validation: &samples[3..],
-            out: out.to_path_buf(),
-            resume: false,
-            resume_learning_rate: None,
-            progress: false,
-        })
+        train::run(common::new_run(options, &samples[..3], &samples[3..], out))
     };
     let source = common::temp_dir("init-from-source");
     run(tiny_options(2), &source).unwrap();

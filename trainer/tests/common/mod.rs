@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use vessel_trainer::augment::Augment;
+use vessel_trainer::data::Sample;
 use vessel_trainer::model::SaUnetConfig;
-use vessel_trainer::train::TrainOptions;
+use vessel_trainer::train::{TrainOptions, TrainRequest};
 
 /// A fresh, empty folder under the target directory, unique to `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -68,4 +69,23 @@ pub fn tiny_options(epochs: usize) -> TrainOptions {
         ..SaUnetConfig::default()
     };
     o
+}
+
+/// A quiet (no progress bar) request for a new run in `out`. Tests that resume set
+/// `resume` (and `resume_learning_rate`) on it with struct update syntax.
+pub fn new_run<'a>(
+    options: TrainOptions,
+    train: &'a [Sample],
+    validation: &'a [Sample],
+    out: &Path,
+) -> TrainRequest<'a> {
+    TrainRequest {
+        options,
+        train,
+        validation,
+        out: out.to_path_buf(),
+        resume: false,
+        resume_learning_rate: None,
+        progress: false,
+    }
 }

@@ -65,7 +65,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
         /// Learning rate [default: 1e-3]. With --resume: the run continues at this rate from
-        /// its next epoch (a manual cut); without it, a resumed run keeps its own rate.
+        /// its next epoch (a manual cut; the plateau and early-stopping counts restart); without
+        /// it, a resumed run keeps its own rate.
         #[arg(long)]
         lr: Option<f64>,
         #[arg(long, default_value_t = 42)]

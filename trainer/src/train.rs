@@ -249,8 +249,9 @@ pub struct TrainRequest<'a> {
     pub validation: &'a [Sample],
     pub out: PathBuf,
     pub resume: bool,
-    /// On resume, continue at this learning rate instead of the saved one (a manual cut;
-    /// the plateau count restarts as after an automatic cut). New runs use `options`.
+    /// On resume, continue at this learning rate instead of the saved one (a manual cut).
+    /// A new rate is a new phase of the run: the plateau and early-stopping counts restart,
+    /// and a run that early stopping ended trains again. New runs use `options`.
     pub resume_learning_rate: Option<f64>,
     /// Show a progress bar (off in tests).
     pub progress: bool,
@@ -277,7 +278,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         let optimizer = loaded.load_optimizer(AdamConfig::new().init())?;
         let mut state = loaded.state;
         // Only the length of the run may change on resume (to train further). A run that
-        // stopped early stays stopped.
+        // stopped early stays stopped, unless it is given a new learning rate.
         state.options.epochs = req.options.epochs;
         if let Some(rate) = req.resume_learning_rate {
             if !(rate.is_finite() && rate >= 0.0) {
@@ -291,6 +292,8 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
                 );
                 state.learning_rate = rate;
                 state.patience.plateau_wait = 0;
+                state.patience.stop_wait = 0;
+                state.finished = false;
             }
         }
         (model, optimizer, state)

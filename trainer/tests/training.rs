@@ -192,6 +192,32 @@ fn a_resumed_run_can_continue_at_a_new_learning_rate() {
 }
 
 #[test]
+fn a_new_learning_rate_reopens_a_run_that_early_stopping_ended() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("reopen-data");
+    let out = common::temp_dir("reopen-run");
+    let req = |epochs, resume, rate| {
+        let mut options = tiny_options(epochs);
+        options.early_stop_patience = 1;
+        TrainRequest {
+            resume,
+            resume_learning_rate: rate,
+            ..common::new_run(options, &samples[..3], &samples[3..], &out)
+        }
+    };
+    train::run(req(1, false, None)).unwrap();
+    // At rate 0 the score cannot improve, so one epoch of patience ends the run.
+    let stopped = train::run(req(4, true, Some(0.0))).unwrap();
+    assert!(stopped.finished);
+    assert_eq!(stopped.epochs_done, 2);
+    // Resuming at the same rate keeps it stopped; a new rate trains again.
+    assert_eq!(train::run(req(4, true, Some(0.0))).unwrap().epochs_done, 2);
+    let reopened = train::run(req(3, true, Some(1e-4))).unwrap();
+    assert_eq!(reopened.epochs_done, 3);
+    assert_eq!(reopened.history[2].learning_rate, 1e-4);
+}
+
+#[test]
 fn an_existing_run_is_never_overwritten() {
     let _rng = rng_lock();
     let samples = tiny_samples("overwrite-data");

@@ -3,6 +3,9 @@
 //! and the decoder no concatenated tensor, which keeps a frame's working memory under four
 //! full-resolution feature maps (at 256²: f32 3.5, int8 3.8). Written as deconv + concat,
 //! the f32 graph needed 4.3.
+//! And the frame arena (`large_blocks`) under the real graphs: from the third frame on,
+//! every activation comes from the arena, nothing is mapped afresh, and the probabilities are
+//! bit-identical to those of the first frame, which ran on freshly mapped blocks.
 //! One test in this binary, so nothing else allocates while it measures.
 
 // The trainer's test helpers: synthetic data, temp folders, the tiny recipe.
@@ -12,6 +15,7 @@ mod common;
 use indicatif::ProgressBar;
 use vessel_runtime::alloc_count::{self, CountingAllocator};
 use vessel_runtime::engine::Engine;
+use vessel_runtime::large_blocks::{self, KEEP_SLACK};
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
 use vessel_trainer::model::SaUnetConfig;
@@ -36,6 +40,40 @@ fn frame_working_bytes(path: &std::path::Path) -> usize {
     let peak = alloc_count::stats().peak_bytes;
     engine.read_output(&placement, &mut probabilities).unwrap();
     peak - before
+}
+
+/// Runs five frames; checks the arena replays them exactly.
+fn check_arena_replay(name: &str, path: &std::path::Path) {
+    let mut engine = Engine::load(path, Some((SIDE, SIDE))).unwrap();
+    let image = vessel_runtime::bench::synthetic_fundus(SIDE, SIDE);
+    let mut first = vec![0.0; (SIDE * SIDE) as usize];
+    engine.infer(&image, &mut first).unwrap();
+    let mut again = vec![0.0; first.len()];
+    let mut fresh_after = Vec::new();
+    for _ in 0..4 {
+        engine.infer(&image, &mut again).unwrap();
+        assert!(
+            first
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: a replayed frame's probabilities differ from the first frame's"
+        );
+        fresh_after.push(large_blocks::usage().fresh_mapped_bytes);
+    }
+    let usage = large_blocks::usage();
+    eprintln!("{name}: {usage:?}");
+    if cfg!(target_os = "linux") {
+        assert!(usage.arena_blocks > 10, "{name}: {usage:?}");
+        assert_eq!(
+            fresh_after[1], fresh_after[3],
+            "{name}: frames still map memory"
+        );
+        assert!(
+            usage.mapped_bytes <= usage.peak_live_bytes + KEEP_SLACK,
+            "{name}: {usage:?}"
+        );
+    }
 }
 
 #[test]
@@ -72,5 +110,6 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
         let maps = working as f64 / map as f64;
         eprintln!("{name}: {working} bytes a frame = {maps:.2} full-resolution maps");
         assert!(maps < 4.0, "{name}: {maps:.2} full-resolution maps");
+        check_arena_replay(name, path);
     }
 }

@@ -1,7 +1,10 @@
 //! A counting global allocator: how many allocations happen and how much memory is live at
 //! peak. The `vessel` binary installs it (`#[global_allocator]`) to check the memory budget
 //! and report allocations per frame; the counters cost two atomic adds per allocation.
+//! Large blocks go to the [`large_blocks`] recycler (which keeps RSS near the live peak),
+//! the rest to the system allocator.
 
+use crate::large_blocks;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -18,8 +21,14 @@ fn grew(bytes: usize) {
 
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged to the system allocator.
-        let p = unsafe { System.alloc(layout) };
+        // SAFETY: forwarded unchanged to the recycler or the system allocator.
+        let p = unsafe {
+            if large_blocks::handles(layout.size(), layout.align()) {
+                large_blocks::allocate(layout.size(), false)
+            } else {
+                System.alloc(layout)
+            }
+        };
         if !p.is_null() {
             ALLOCATIONS.fetch_add(1, Relaxed);
             grew(layout.size());
@@ -28,8 +37,14 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged to the system allocator.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        // SAFETY: forwarded unchanged to the recycler or the system allocator.
+        let p = unsafe {
+            if large_blocks::handles(layout.size(), layout.align()) {
+                large_blocks::allocate(layout.size(), true)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        };
         if !p.is_null() {
             ALLOCATIONS.fetch_add(1, Relaxed);
             grew(layout.size());
@@ -38,12 +53,33 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: returned to whoever allocated it (`handles` depends on the layout alone).
+        unsafe {
+            if large_blocks::handles(layout.size(), layout.align()) {
+                large_blocks::free(ptr, layout.size())
+            } else {
+                System.dealloc(ptr, layout)
+            }
+        };
         LIVE.fetch_sub(layout.size(), Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let large = |size| large_blocks::handles(size, layout.align());
+        if large(layout.size()) || large(new_size) {
+            // Across owners (or between recycled blocks): a new block, the bytes, the old freed.
+            // SAFETY: the caller guarantees a valid non-zero `new_size` for this alignment.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: as `alloc`; both blocks are valid for the bytes copied.
+            unsafe {
+                let p = self.alloc(new_layout);
+                if !p.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                return p;
+            }
+        }
         // SAFETY: forwarded unchanged to the system allocator.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
@@ -88,25 +124,11 @@ pub fn is_installed() -> bool {
     ALLOCATIONS.load(Relaxed) > before
 }
 
-/// Low-memory mode: large blocks (≥ 128 KiB: tract's activation tensors) are mapped and
-/// unmapped on their own instead of carved from the heap, so freed activations go back to
-/// the system at once and the process's RSS follows its live memory. glibc otherwise raises
-/// that threshold as big blocks are freed and keeps them in a fragmented heap. Measured at
-/// 592×592 on x86_64 with the shipped DRIVE models: f32 peak RSS 158–162 → 96 MB, int8
-/// 156–201 → 110 MB, for about 113,000 more page faults per frame (10–15% of a frame's time
-/// on a quiet host, more on a busy one).
-/// Returns false where the C library has no such setting (non-glibc).
+/// Low-memory mode: freed large blocks are unmapped at once instead of kept, and no frame
+/// arena is planned ([`large_blocks`]), so RSS follows live memory from moment to moment
+/// rather than staying at its peak — at the cost of a page fault per 4 KiB of every block,
+/// every frame. Returns false where large blocks are the system allocator's (not Linux).
 pub fn release_large_blocks_eagerly() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only changes allocator parameters; called before heavy allocation.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
+    large_blocks::set_keep(false);
+    large_blocks::handles(large_blocks::LARGE_BLOCK, 1)
 }

@@ -9,9 +9,9 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::alloc_count;
 use crate::engine::{Engine, EngineError};
-use crate::system_info::{peak_rss_mb, process_cpu_seconds, SystemInfo};
+use crate::system_info::{page_faults, peak_rss_mb, process_cpu_seconds, SystemInfo};
+use crate::{alloc_count, large_blocks};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
@@ -36,6 +36,12 @@ pub struct BenchReport {
     pub allocations_per_frame: Option<f64>,
     /// Allocations per frame in our own code (preprocessing and output); should be 0.
     pub our_allocations_per_frame: Option<f64>,
+    /// Page faults per frame (memory mapped afresh; see `large_blocks`).
+    pub page_faults_per_frame: Option<f64>,
+    /// The frame arena the last run was replayed from (0 without one: low-memory mode, or
+    /// not Linux) and how many of tract's blocks it served.
+    pub arena_mb: f64,
+    pub arena_blocks: usize,
     /// Peak live memory of the last run minus that of the first timed run (growth).
     pub peak_growth_mb: Option<f64>,
     pub system: SystemInfo,
@@ -111,6 +117,7 @@ pub fn run(
     let (mut times, mut total_allocs, mut our_allocs) = (Vec::with_capacity(runs), 0, 0);
     let mut cpu_times = Vec::with_capacity(runs);
     let (mut first_peak, mut last_peak) = (0, 0);
+    let faults_before = page_faults();
     for i in 0..runs {
         alloc_count::reset_peak();
         let a0 = alloc_count::stats().allocations;
@@ -136,6 +143,10 @@ pub fn run(
         last_peak = peak;
         progress(i + 1);
     }
+    let faults = faults_before
+        .zip(page_faults())
+        .map(|(a, b)| b.saturating_sub(a));
+    let arena = large_blocks::usage();
     let mean = times.iter().sum::<f64>() / runs.max(1) as f64;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
@@ -161,6 +172,9 @@ pub fn run(
         model_peak_mb: counting.then(|| mb(alloc_count::stats().peak_bytes.max(first_peak))),
         allocations_per_frame: per_frame(total_allocs),
         our_allocations_per_frame: per_frame(our_allocs),
+        page_faults_per_frame: faults.map(|f| f as f64 / runs.max(1) as f64),
+        arena_mb: mb(arena.arena_bytes),
+        arena_blocks: arena.arena_blocks,
         peak_growth_mb: counting.then(|| mb(last_peak) - mb(first_peak)),
         system: SystemInfo::read(),
     })

@@ -260,10 +260,15 @@ impl Engine {
 
     /// Stage 2: runs tract on the loaded input (tract allocates its intermediate tensors).
     pub fn run(&mut self) -> Result<(), EngineError> {
+        // The last frame's output goes before this frame starts, so each frame's blocks are
+        // its own and the frame arena can be replayed (`large_blocks`).
+        self.output = None;
+        let frame = crate::large_blocks::Frame::begin();
         let mut outputs = self
             .state
             .run(tvec!(TValue::from_const(self.input.clone())))
             .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        drop(frame);
         self.output = outputs.pop();
         Ok(())
     }

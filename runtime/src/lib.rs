@@ -15,6 +15,7 @@
 
 pub mod fov;
 pub mod image_io;
+pub mod large_blocks;
 pub mod metrics;
 pub mod preprocess;
 

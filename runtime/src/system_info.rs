@@ -8,6 +8,11 @@ pub struct SystemInfo {
     /// Board model (device tree), e.g. "Raspberry Pi 4 Model B Rev 1.4".
     pub board: Option<String>,
     pub cpu: Option<String>,
+    /// The CPU's SIMD features that choose tract's kernels (AVX2, AVX-512, VNNI, AMX; NEON
+    /// dot product, i8mm, SVE): two boards with one CPU name can differ here.
+    pub cpu_features: Vec<&'static str>,
+    /// tract's `TRACT_CPU_ISA` override when set (features taken out of its kernel choice).
+    pub tract_cpu_isa: Option<String>,
     pub cores: usize,
     pub arch: &'static str,
     pub temperature_c: Option<f64>,
@@ -45,12 +50,50 @@ fn cpu_name() -> Option<String> {
     })
 }
 
+/// The features that matter to tract's kernels, as `/proc/cpuinfo` names them.
+const KERNEL_FEATURES: &[&str] = &[
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+];
+
+fn cpu_features() -> Vec<&'static str> {
+    let Some(info) = read("/proc/cpuinfo") else {
+        return Vec::new();
+    };
+    // x86: "flags"; ARM: "Features". Every core lists the same; the first is enough.
+    let listed: Vec<&str> = info
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|k| matches!(k.trim(), "flags" | "Features"))
+        })
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.split_whitespace().collect())
+        .unwrap_or_default();
+    KERNEL_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| listed.contains(f))
+        .collect()
+}
+
 impl SystemInfo {
     pub fn read() -> Self {
         Self {
             board: read("/proc/device-tree/model")
                 .or_else(|| read("/sys/class/dmi/id/product_name")),
             cpu: cpu_name(),
+            cpu_features: cpu_features(),
+            tract_cpu_isa: std::env::var("TRACT_CPU_ISA").ok(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             arch: std::env::consts::ARCH,
             temperature_c: read("/sys/class/thermal/thermal_zone0/temp")
@@ -69,6 +112,22 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Page faults this process has taken so far (minor ones: pages mapped fresh, each zeroed
+/// by the kernel), the cost of memory that is given back and taken again.
+pub fn page_faults() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage writes one rusage struct into the zeroed one we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        (rc == 0).then_some(usage.ru_minflt as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// CPU time this process has used so far, in seconds. Unlike wall time it does not grow

@@ -64,7 +64,8 @@ pub struct ModelProfile {
     pub input: u32,
     pub threads: usize,
     pub memory_budget_mb: f64,
-    /// Trade ~10–15% speed for a lower peak RSS (`vessel --low-memory`).
+    /// Give freed activations back at once, no frame arena (`vessel --low-memory`): RSS
+    /// follows live memory between frames too, for 30–50% more time a frame (page faults).
     #[serde(default)]
     pub low_memory: bool,
 }

@@ -30,8 +30,9 @@ pub(crate) const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
     about = "Retinal vessel segmentation on GPU-less devices"
 )]
 struct Cli {
-    /// Return freed activation memory to the system at once: lower peak RSS (the whole
-    /// process follows the model's live memory) for ~10–15% more time per frame.
+    /// Return freed activation memory to the system at once and keep no frame arena: RSS
+    /// follows live memory between frames too (the peak is the same), for 30–50% more time
+    /// a frame (page faults).
     #[arg(long, global = true)]
     low_memory: bool,
     #[command(subcommand)]
@@ -403,7 +404,7 @@ fn bench_one(
     eprintln!();
     let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
     println!(
-        "p50 {:.1} ms  p95 {:.1} ms  CPU p50 {}  {:.2} fps  peak RSS {}  model peak {}  allocations/frame {} (ours {})",
+        "p50 {:.1} ms  p95 {:.1} ms  CPU p50 {}  {:.2} fps  peak RSS {}  model peak {}  allocations/frame {} (ours {})  page faults/frame {}  arena {:.1} MB ({} blocks)",
         report.p50_ms,
         report.p95_ms,
         opt(report.cpu_p50_ms, " ms"),
@@ -412,12 +413,19 @@ fn bench_one(
         opt(report.model_peak_mb, " MB"),
         opt(report.allocations_per_frame, ""),
         opt(report.our_allocations_per_frame, ""),
+        opt(report.page_faults_per_frame.map(f64::round), ""),
+        report.arena_mb,
+        report.arena_blocks,
     );
     let s = &report.system;
     println!(
-        "{} | {} | {} cores | {} | {}",
+        "{} | {} [{}{}] | {} cores | {} | {}",
         s.board.as_deref().unwrap_or("unknown board"),
         s.cpu.as_deref().unwrap_or("unknown CPU"),
+        s.cpu_features.join(" "),
+        s.tract_cpu_isa
+            .as_deref()
+            .map_or(String::new(), |isa| format!("; TRACT_CPU_ISA {isa}")),
         s.cores,
         opt(s.temperature_c, " °C"),
         opt(s.clock_mhz, " MHz")

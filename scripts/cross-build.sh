@@ -6,7 +6,7 @@
 #   scripts/cross-build.sh aarch64|armv7 [--tests]
 #
 # --tests builds the runtime's unit tests and the integration tests that need no other
-# program (display reference, int8 vs f32 on DRIVE) and runs them inside the aarch64 VM of
+# program (display reference, the frame arena, int8 vs f32 on DRIVE) and runs them inside the aarch64 VM of
 # scripts/vm-test.sh (an emulated Cortex-A72): test harness binaries built by Debian's Rust
 # hang under qemu-aarch64-static here (a one-test crate does too), whole programs do not.
 #
@@ -32,7 +32,7 @@ export CARGO_TARGET_DIR=$root/target-cross
 cd "$root"
 if [ "$mode" = --tests ]; then
   [ "$arch" = aarch64 ] || { echo "cross-build: --tests is for aarch64" >&2; exit 1; }
-  built=$(/usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --test display \
+  built=$(/usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --test display --test large_blocks \
     --test int8_agreement --no-run 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
   [ -n "$built" ] || { echo "cross-build: no test binaries were built" >&2; exit 1; }
   # shellcheck disable=SC2086 # one path per word

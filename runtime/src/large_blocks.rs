@@ -2,18 +2,18 @@
 //! and mapped blocks recycled outside it.
 //!
 //! tract allocates every op's output afresh and frees it after its last use, so one frame at
-//! 592×592 takes and frees about 540 MB in 80–125 blocks of 0.25–22 MB. Left to glibc, those
+//! 592×592 takes and frees about 540 MB in 86 (f32) to 130 (int8) blocks of 0.125–27 MB. Left to glibc, those
 //! blocks live in a heap that fragments: the process's RSS ends near twice the model's live
-//! memory (146–200 MB for 79–93 MB live). Mapping each block on its own and unmapping it at
+//! memory (146–207 MB for 79–93 MB live). Mapping each block on its own and unmapping it at
 //! once (`--low-memory`) keeps RSS at the live memory but costs a page fault per 4 KiB each
-//! time (139,000 a frame for f32, 25–50% of a frame's time).
+//! time (139,000 a frame for f32, 30–100% more time a frame).
 //!
 //! A frame's blocks come in the same order with the same sizes every frame (the plan is
 //! fixed once the input size is), so the engine marks each frame ([`Frame`]) and:
 //! - the first frame is **recorded**: each block's size and when it was taken and freed;
 //! - at its end the blocks are **planned** into one arena, each at an offset no block alive
-//!   at the same time overlaps (largest first, lowest offset that fits; for SA-UNetv2 the
-//!   arena comes out at the most that is ever live at once), and the arena is mapped;
+//!   at the same time overlaps (lowest offset that fits, the best of three orders; for
+//!   SA-UNetv2 at 592² within 2% of the most ever live at once), and the arena is mapped;
 //! - later frames **replay**: the k-th block is the arena at the k-th offset — no system
 //!   call, no page fault. A block whose size differs from the record, or whose place is
 //!   still taken (checked every time), falls back to the mapped blocks below and the next

@@ -6,7 +6,7 @@
 //! blocks live in a heap that fragments: the process's RSS ends near twice the model's live
 //! memory (146–207 MB for 79–93 MB live). Mapping each block on its own and unmapping it at
 //! once (`--low-memory`) keeps RSS at the live memory but costs a page fault per 4 KiB each
-//! time (139,000 a frame for f32, 30–100% more time a frame).
+//! time (139,000 a frame for f32, 13–93% more time a frame here).
 //!
 //! A frame's blocks come in the same order with the same sizes every frame (the plan is
 //! fixed once the input size is), so the engine marks each frame ([`Frame`]) and:

@@ -31,7 +31,7 @@ pub(crate) const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
 )]
 struct Cli {
     /// Return freed activation memory to the system at once and keep no frame arena: RSS
-    /// follows live memory between frames too (the peak is the same), for 30–50% more time
+    /// follows live memory between frames too (the peak is the same), for 13–93% more time
     /// a frame (page faults).
     #[arg(long, global = true)]
     low_memory: bool,

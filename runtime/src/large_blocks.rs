@@ -143,7 +143,6 @@ mod linux {
     struct State {
         kept: [Kept; KEPT_SLOTS],
         kept_count: usize,
-        kept_bytes: usize,
         mapped_bytes: usize,
         live_bytes: usize,
         peak_live_bytes: usize,
@@ -196,7 +195,6 @@ mod linux {
         state: UnsafeCell::new(State {
             kept: [NO_BLOCK; KEPT_SLOTS],
             kept_count: 0,
-            kept_bytes: 0,
             mapped_bytes: 0,
             live_bytes: 0,
             peak_live_bytes: 0,
@@ -291,9 +289,7 @@ mod linux {
         with(|s| {
             s.keep = keep;
             if !keep {
-                while s.kept_count > 0 {
-                    s.unmap_kept(s.kept_count - 1);
-                }
+                s.unmap_all_kept();
                 s.plan_valid = false;
                 s.release_arena_if_unused();
             }
@@ -305,7 +301,7 @@ mod linux {
             mapped_bytes: s.mapped_bytes,
             arena_bytes: s.arena_bytes,
             arena_blocks: s.last_replayed,
-            kept_bytes: s.kept_bytes,
+            kept_bytes: s.kept[..s.kept_count].iter().map(|k| k.bytes).sum(),
             peak_live_bytes: s.peak_live_bytes,
             fresh_mapped_bytes: s.fresh_mapped_bytes,
         })
@@ -335,9 +331,7 @@ mod linux {
                 Mode::Replay => {
                     // The frame ran from the arena: kept blocks would only hold memory.
                     s.last_replayed = s.replayed;
-                    while s.kept_count > 0 {
-                        s.unmap_kept(s.kept_count - 1);
-                    }
+                    s.unmap_all_kept();
                 }
                 _ => {}
             }
@@ -398,7 +392,6 @@ mod linux {
             if s.keep && s.kept_count < KEPT_SLOTS {
                 s.kept[s.kept_count] = Kept { ptr: addr, bytes };
                 s.kept_count += 1;
-                s.kept_bytes += bytes;
                 s.trim();
             } else {
                 // SAFETY: a mapping of exactly `bytes` made here and no longer used.
@@ -476,6 +469,9 @@ mod linux {
         /// largest first alone needs 28% more. Blocks that outlived the frame are taken as
         /// alive to its end; replay checks their places are free.
         fn make_plan(&mut self) {
+            if self.arena_live_count > 0 {
+                return; // the old arena is still in use: plan again next frame
+            }
             let n = self.record_count;
             let records = &self.records[..n];
             let lifetime = |r: &Record| r.died.min(self.events) as u64 - r.born as u64;
@@ -501,14 +497,9 @@ mod linux {
             for (r, &offset) in self.records[..n].iter_mut().zip(&best) {
                 r.offset = offset;
             }
-            if self.arena_live_count > 0 {
-                return; // the old arena is still in use: plan again next frame
-            }
             self.release_arena_if_unused();
             // The arena replaces the kept blocks the recorded frame ran on.
-            while self.kept_count > 0 {
-                self.unmap_kept(self.kept_count - 1);
-            }
+            self.unmap_all_kept();
             let arena = self.map_fresh(arena_bytes);
             if arena.is_null() {
                 return;
@@ -585,9 +576,13 @@ mod linux {
         fn take_kept(&mut self, i: usize) -> Kept {
             self.kept_count -= 1;
             self.kept.swap(i, self.kept_count);
-            let k = std::mem::replace(&mut self.kept[self.kept_count], NO_BLOCK);
-            self.kept_bytes -= k.bytes;
-            k
+            std::mem::replace(&mut self.kept[self.kept_count], NO_BLOCK)
+        }
+
+        fn unmap_all_kept(&mut self) {
+            while self.kept_count > 0 {
+                self.unmap_kept(self.kept_count - 1);
+            }
         }
 
         fn unmap_kept(&mut self, i: usize) {

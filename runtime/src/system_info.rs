@@ -29,14 +29,16 @@ fn read(path: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn cpu_name() -> Option<String> {
-    let info = read("/proc/cpuinfo")?;
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
+/// The value of the first `key : value` line of `/proc/cpuinfo` (every core lists the same).
+fn cpuinfo_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim())
+}
+
+fn cpu_name(info: &str) -> Option<String> {
+    let field = |key: &str| cpuinfo_field(info, key).map(str::to_string);
     // x86: "model name"; ARM: implementer / part numbers (0x41/0xd08 = Cortex-A72 …).
     field("model name").or_else(|| {
         let part = field("CPU part")?;
@@ -64,20 +66,11 @@ const KERNEL_FEATURES: &[&str] = &[
     "sve",
 ];
 
-fn cpu_features() -> Vec<&'static str> {
-    let Some(info) = read("/proc/cpuinfo") else {
-        return Vec::new();
-    };
-    // x86: "flags"; ARM: "Features". Every core lists the same; the first is enough.
-    let listed: Vec<&str> = info
-        .lines()
-        .find(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|k| matches!(k.trim(), "flags" | "Features"))
-        })
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.split_whitespace().collect())
+fn cpu_features(info: &str) -> Vec<&'static str> {
+    // x86: "flags"; ARM: "Features".
+    let listed: Vec<&str> = cpuinfo_field(info, "flags")
+        .or_else(|| cpuinfo_field(info, "Features"))
+        .map(|v| v.split_whitespace().collect())
         .unwrap_or_default();
     KERNEL_FEATURES
         .iter()
@@ -88,11 +81,12 @@ fn cpu_features() -> Vec<&'static str> {
 
 impl SystemInfo {
     pub fn read() -> Self {
+        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
         Self {
             board: read("/proc/device-tree/model")
                 .or_else(|| read("/sys/class/dmi/id/product_name")),
-            cpu: cpu_name(),
-            cpu_features: cpu_features(),
+            cpu: cpu_name(&cpuinfo),
+            cpu_features: cpu_features(&cpuinfo),
             tract_cpu_isa: std::env::var("TRACT_CPU_ISA").ok(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             arch: std::env::consts::ARCH,

@@ -26,10 +26,9 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const SIDE: u32 = 256;
 
-/// Bytes allocated during one frame beyond what was live before it (the second frame: the
-/// first may fill lazily built caches).
-fn frame_working_bytes(path: &std::path::Path) -> usize {
-    let mut engine = Engine::load(path, Some((SIDE, SIDE))).unwrap();
+/// Bytes allocated during one frame beyond what was live before it (after a frame that may
+/// fill lazily built caches).
+fn frame_working_bytes(engine: &mut Engine) -> usize {
     let image = vessel_runtime::bench::synthetic_fundus(SIDE, SIDE);
     let mut probabilities = vec![0.0; (SIDE * SIDE) as usize];
     engine.infer(&image, &mut probabilities).unwrap();
@@ -42,9 +41,9 @@ fn frame_working_bytes(path: &std::path::Path) -> usize {
     peak - before
 }
 
-/// Runs five frames; checks the arena replays them exactly.
-fn check_arena_replay(name: &str, path: &std::path::Path) {
-    let mut engine = Engine::load(path, Some((SIDE, SIDE))).unwrap();
+/// Runs five frames on a freshly loaded engine (the first is recorded); checks the arena
+/// replays the others exactly.
+fn check_arena_replay(name: &str, engine: &mut Engine) {
     let image = vessel_runtime::bench::synthetic_fundus(SIDE, SIDE);
     let mut first = vec![0.0; (SIDE * SIDE) as usize];
     engine.infer(&image, &mut first).unwrap();
@@ -106,10 +105,11 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
     // One full-resolution feature map: base width × side² f32.
     let map = base_width * (SIDE * SIDE) as usize * 4;
     for (name, path) in [("f32", &f32_path), ("int8", &int8_path)] {
-        let working = frame_working_bytes(path);
+        let mut engine = Engine::load(path, Some((SIDE, SIDE))).unwrap();
+        check_arena_replay(name, &mut engine);
+        let working = frame_working_bytes(&mut engine);
         let maps = working as f64 / map as f64;
         eprintln!("{name}: {working} bytes a frame = {maps:.2} full-resolution maps");
         assert!(maps < 4.0, "{name}: {maps:.2} full-resolution maps");
-        check_arena_replay(name, path);
     }
 }

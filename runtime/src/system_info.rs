@@ -79,7 +79,36 @@ fn cpu_features(info: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The x86 features behind tract's fast int8 matmul kernels, as `/proc/cpuinfo` and as
+/// `TRACT_CPU_ISA` name them.
+const X86_INT8_DOT_PRODUCT: &[(&str, &str)] = &[
+    ("avx512_vnni", "avx512vnni"),
+    ("avx_vnni", "avxvnni"),
+    ("amx_int8", "amx-int8"),
+];
+
 impl SystemInfo {
+    /// True on x86 when tract has no int8 dot-product kernel to use (no VNNI, no AMX, or
+    /// all of them taken out by `TRACT_CPU_ISA`): its integer matmul then makes an int8
+    /// model ~20× slower than the same model in f32 (measured at 592², root README). ARM
+    /// boards run int8 through NEON kernels either way.
+    pub fn int8_is_slow(&self) -> bool {
+        if self.arch != "x86_64" {
+            return false;
+        }
+        let removed = |tract_name: &str| {
+            self.tract_cpu_isa.as_deref().is_some_and(|isa| {
+                isa.split(',')
+                    .any(|f| f.trim().strip_prefix('-') == Some(tract_name))
+            })
+        };
+        !X86_INT8_DOT_PRODUCT
+            .iter()
+            .any(|(cpuinfo_name, tract_name)| {
+                self.cpu_features.contains(cpuinfo_name) && !removed(tract_name)
+            })
+    }
+
     pub fn read() -> Self {
         let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
         Self {
@@ -141,5 +170,51 @@ pub fn process_cpu_seconds() -> Option<f64> {
     #[cfg(not(unix))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(arch: &'static str, features: &[&'static str], isa: Option<&str>) -> SystemInfo {
+        SystemInfo {
+            arch,
+            cpu_features: features.to_vec(),
+            tract_cpu_isa: isa.map(str::to_string),
+            ..SystemInfo::default()
+        }
+    }
+
+    #[test]
+    fn int8_is_slow_on_x86_without_an_int8_dot_product() {
+        assert!(machine("x86_64", &["avx2", "fma"], None).int8_is_slow());
+        assert!(!machine("x86_64", &["avx2", "fma", "avx_vnni"], None).int8_is_slow());
+        assert!(!machine("x86_64", &["avx512f", "avx512_vnni"], None).int8_is_slow());
+        assert!(!machine("x86_64", &["avx2", "amx_int8"], None).int8_is_slow());
+        // Taken out of tract's choice: as if absent.
+        let all_out = Some("-avx512f,-avx512vnni,-avxvnni,-amx-int8");
+        assert!(
+            machine("x86_64", &["avx512_vnni", "avx_vnni", "amx_int8"], all_out).int8_is_slow()
+        );
+        let one_left = Some("-avx512vnni,-avxvnni");
+        assert!(
+            !machine("x86_64", &["avx512_vnni", "avx_vnni", "amx_int8"], one_left).int8_is_slow()
+        );
+        // ARM runs int8 through NEON whatever its features.
+        assert!(!machine("aarch64", &["asimd"], None).int8_is_slow());
+    }
+
+    #[test]
+    fn features_are_read_from_cpuinfo() {
+        let x86 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 fma avx_vnni\n";
+        assert_eq!(cpu_features(x86), vec!["avx2", "fma", "avx_vnni"]);
+        assert_eq!(cpu_name(x86).as_deref(), Some("Some CPU"));
+        let arm = "processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd0b\n";
+        assert_eq!(cpu_features(arm), vec!["asimd", "asimddp"]);
+        assert_eq!(
+            cpu_name(arm).as_deref(),
+            Some("Cortex-A76 (CPU part 0xd0b)")
+        );
     }
 }

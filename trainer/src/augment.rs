@@ -160,6 +160,30 @@ impl Augment {
     }
 }
 
+/// A `crop`×`crop` window of an augmented `size`×`size` canvas (planar RGB input and its
+/// label), at a position drawn uniformly from `rng`.
+pub fn random_crop(
+    size: usize,
+    input: &[f32],
+    label: &[f32],
+    crop: usize,
+    rng: &mut StdRng,
+) -> (Vec<f32>, Vec<f32>) {
+    let x0 = rng.random_range(0..=size - crop);
+    let y0 = rng.random_range(0..=size - crop);
+    let plane = size * size;
+    let window = |src: &[f32]| -> Vec<f32> {
+        (y0..y0 + crop)
+            .flat_map(|y| &src[y * size + x0..y * size + x0 + crop])
+            .copied()
+            .collect()
+    };
+    let cropped_input = (0..3)
+        .flat_map(|c| window(&input[c * plane..(c + 1) * plane]))
+        .collect();
+    (cropped_input, window(label))
+}
+
 fn grey(input: &[f32], plane: usize, i: usize) -> f32 {
     0.299 * input[i] + 0.587 * input[plane + i] + 0.114 * input[2 * plane + i]
 }
@@ -269,6 +293,35 @@ mod tests {
         let transpose = [[0.0, 1.0], [1.0, 0.0]];
         let (_, l) = resample(8, &ex.input, &ex.label, transpose);
         assert_eq!(l[8], ex.label[1]);
+    }
+
+    #[test]
+    fn crops_are_windows_of_the_canvas_at_drawn_positions() {
+        let ex = example();
+        let mut corners = std::collections::HashSet::new();
+        for sample in 0..40 {
+            let (i, l) = random_crop(8, &ex.input, &ex.label, 3, &mut Augment::rng(7, 0, sample));
+            assert_eq!((i.len(), l.len()), (27, 9));
+            // Find the window's origin from its first pixel's channel-0 value, then check
+            // every pixel of every plane against the canvas there.
+            let origin = (0..=5)
+                .flat_map(|y| (0..=5).map(move |x| (x, y)))
+                .find(|&(x, y)| {
+                    (0..3).all(|c| {
+                        (0..3).all(|dy| {
+                            (0..3).all(|dx| {
+                                i[c * 9 + dy * 3 + dx] == ex.input[c * 64 + (y + dy) * 8 + x + dx]
+                                    && l[dy * 3 + dx] == ex.label[(y + dy) * 8 + x + dx]
+                            })
+                        })
+                    })
+                });
+            corners.insert(origin.expect("the crop is a window of the canvas"));
+        }
+        assert!(corners.len() > 10, "crop positions vary: {corners:?}");
+        // A crop of the whole canvas is the canvas.
+        let (i, l) = random_crop(8, &ex.input, &ex.label, 8, &mut Augment::rng(7, 0, 0));
+        assert_eq!((i, l), (ex.input.clone(), ex.label.clone()));
     }
 
     #[test]

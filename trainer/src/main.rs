@@ -96,6 +96,11 @@ enum Command {
         /// instead of a random initialisation; a fresh optimiser and learning rate.
         #[arg(long, conflicts_with = "resume")]
         init_from: Option<PathBuf>,
+        /// Train on random N×N windows (multiple of 8) of each augmented image, (input/N)²
+        /// of them an image an epoch, in that many more, smaller steps; validation stays on
+        /// whole images. Kept by --resume.
+        #[arg(long, conflicts_with = "resume")]
+        crop: Option<u32>,
     },
     /// Evaluate a checkpoint, or an exported model as the runtime runs it, on a test split.
     Eval {
@@ -209,6 +214,7 @@ fn run(cli: Cli) -> Result<()> {
             early_stop_patience,
             no_augment,
             init_from,
+            crop,
         } => {
             if !(0.0..=1.0).contains(&bce_weight) {
                 anyhow::bail!("--bce-weight must be between 0 and 1, got {bce_weight}");
@@ -232,6 +238,8 @@ fn run(cli: Cli) -> Result<()> {
                 options.augment = vessel_trainer::augment::Augment::none();
             }
             options.init_from = init_from;
+            options.crop = crop;
+            options.check()?;
             // On resume the held-out split must be the one the run started with.
             let seed_for_split = if resume {
                 checkpoint::load::<train::TrainState>(&out.join("last.ckpt"))

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use vessel_runtime::metrics::Scores;
 use vessel_runtime::preprocess::Placement;
 
-use crate::augment::{Augment, Example};
+use crate::augment::{random_crop, Augment, Example};
 use crate::checkpoint;
 use crate::data::Sample;
 use crate::loss::LossConfig;
@@ -63,6 +63,11 @@ pub struct TrainOptions {
     /// What `init_from` held when the run started: its dataset and epochs.
     #[serde(default)]
     pub init_origin: Option<String>,
+    /// Train on random `crop`×`crop` windows of the augmented canvas instead of the whole
+    /// canvas: (input / crop)² windows an image an epoch (about the same pixels as the
+    /// whole), in as many more, smaller steps. Validation stays on whole images.
+    #[serde(default)]
+    pub crop: Option<u32>,
 }
 
 impl TrainOptions {
@@ -86,7 +91,33 @@ impl TrainOptions {
             model: SaUnetConfig::default(),
             init_from: None,
             init_origin: None,
+            crop: None,
         }
+    }
+
+    /// Training windows per image and epoch: 1 without `crop`.
+    pub fn crops_per_image(&self) -> usize {
+        match self.crop {
+            None => 1,
+            Some(c) => ((self.input_size as f64 / c as f64).powi(2).round() as usize).max(1),
+        }
+    }
+
+    /// Checks what the command line cannot: sizes the network can take.
+    pub fn check(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if let Some(c) = self.crop {
+            if c == 0 || c % 8 != 0 || c > self.input_size {
+                bail!(
+                    "--crop must be a multiple of 8 (the network pools three times) and at most \
+                     the input size {}, got {c}",
+                    self.input_size
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -327,9 +358,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         (model, AdamConfig::new().init(), state)
     };
     let opts = state.options.clone();
-    if opts.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
+    opts.check()?;
 
     let prepare = |samples: &[Sample]| -> Result<Vec<Example>> {
         samples
@@ -342,7 +371,13 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     };
     let train_examples = prepare(req.train)?;
     let val_examples = prepare(req.validation)?;
-    let steps_per_epoch = train_examples.len().div_ceil(opts.batch_size);
+    // A unit is one training window: image `unit / crops_per_image`.
+    let crops_per_image = opts.crops_per_image();
+    let units = train_examples.len() * crops_per_image;
+    let steps_per_epoch = units.div_ceil(opts.batch_size);
+    if let Some(c) = opts.crop {
+        println!("training on {c}x{c} crops, {crops_per_image} an image an epoch: {steps_per_epoch} steps an epoch");
+    }
 
     let bar = if req.progress {
         let total = (opts.epochs * steps_per_epoch) as u64;
@@ -364,20 +399,13 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     while state.epochs_done < opts.epochs && !state.finished {
         let epoch = state.epochs_done;
         let started = Instant::now();
-        let mut order: Vec<usize> = (0..train_examples.len()).collect();
+        let mut order: Vec<usize> = (0..units).collect();
         order.shuffle(&mut Augment::rng(opts.seed, epoch, usize::MAX));
         let mut loss_sum = 0.0;
         for batch in order.chunks(opts.batch_size) {
             // DropBlock draws from the backend RNG: seed it per step for reproducible resumes.
             device.seed(opts.seed.wrapping_add(state.steps_done as u64 * 7919));
-            let (inputs, labels) = make_batch(
-                &train_examples,
-                batch,
-                &opts.augment,
-                opts.seed,
-                epoch,
-                &device,
-            );
+            let (inputs, labels) = make_batch(&train_examples, batch, &opts, epoch, &device);
             let logits = model.forward(inputs);
             let loss = opts.loss.loss(logits, labels);
             let loss_value = scalar(&loss);
@@ -400,7 +428,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
                 state.learning_rate
             ));
         }
-        let train_loss = loss_sum / train_examples.len() as f64;
+        let train_loss = loss_sum / units as f64;
         let (val_loss, val_scores) = validate(&model.valid(), &val_examples, req.validation, &opts);
         let score = opts.selection.of(&val_scores);
         let verdict = state.patience.update(
@@ -481,24 +509,31 @@ fn scalar(t: &Tensor<1>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Stacks augmented examples into `[B, 3, S, S]` inputs and `[B, 1, S, S]` labels.
+/// Stacks augmented training windows (whole canvases, or crops of them) into `[B, 3, S, S]`
+/// inputs and `[B, 1, S, S]` labels. Each unit draws from its own RNG (seed, epoch, unit).
 fn make_batch(
     examples: &[Example],
-    indices: &[usize],
-    augment: &Augment,
-    seed: u64,
+    units: &[usize],
+    opts: &TrainOptions,
     epoch: usize,
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
-    let size = examples[indices[0]].size;
-    let mut inputs = Vec::with_capacity(indices.len() * 3 * size * size);
-    let mut labels = Vec::with_capacity(indices.len() * size * size);
-    for &i in indices {
-        let (x, y) = augment.apply(&examples[i], &mut Augment::rng(seed, epoch, i));
+    let canvas = examples[0].size;
+    let size = opts.crop.map_or(canvas, |c| c as usize);
+    let mut inputs = Vec::with_capacity(units.len() * 3 * size * size);
+    let mut labels = Vec::with_capacity(units.len() * size * size);
+    for &unit in units {
+        let example = &examples[unit / opts.crops_per_image()];
+        let mut rng = Augment::rng(opts.seed, epoch, unit);
+        let (x, y) = opts.augment.apply(example, &mut rng);
+        let (x, y) = match opts.crop {
+            None => (x, y),
+            Some(_) => random_crop(canvas, &x, &y, size, &mut rng),
+        };
         inputs.extend_from_slice(&x);
         labels.extend_from_slice(&y);
     }
-    let b = indices.len();
+    let b = units.len();
     (
         Tensor::from_data(TensorData::new(inputs, [b, 3, size, size]), device),
         Tensor::from_data(TensorData::new(labels, [b, 1, size, size]), device),

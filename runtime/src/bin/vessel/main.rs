@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `models/drive-int8.nnef.tgz` ↔ `models/drive-f32.nnef.tgz`.
-fn other_precision(model: &std::path::Path) -> Result<PathBuf> {
+pub(crate) fn other_precision(model: &std::path::Path) -> Result<PathBuf> {
     let name = model
         .file_name()
         .and_then(|n| n.to_str())

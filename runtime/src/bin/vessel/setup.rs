@@ -8,7 +8,7 @@ use vessel_runtime::device::board::{BoardProfile, CameraFormat, DisplayKind};
 use vessel_runtime::display::png_sink::PngSink;
 use vessel_runtime::display::{DisplayChoice, DisplaySink, Headless};
 use vessel_runtime::engine::Engine;
-use vessel_runtime::model_file::ModelFile;
+use vessel_runtime::model_file::{ModelFile, Precision};
 use vessel_runtime::system_info::SystemInfo;
 
 use crate::{missing_model_hint, DEFAULT_MODEL};
@@ -94,6 +94,15 @@ pub fn start_engine(
             _ => String::new(),
         }
     );
+    if engine.metadata.precision == Precision::Int8 && SystemInfo::read().int8_is_slow() {
+        let faster = crate::other_precision(model)
+            .map(|f32_model| format!("--model {}", f32_model.display()))
+            .unwrap_or_else(|_| "this model's f32 export".into());
+        eprintln!(
+            "note: this x86 CPU has no VNNI or AMX, so tract's int8 runs ~20x slower here than \
+             f32 (root README, \"Benchmark\"); {faster} is faster on it"
+        );
+    }
     Ok(engine)
 }
 

@@ -13,7 +13,7 @@ use vessel_runtime::engine::Engine;
 use vessel_runtime::model_file::{ModelFile, ModelMetadata, Precision};
 use vessel_trainer::backend::training_device;
 use vessel_trainer::eval::Predictor;
-use vessel_trainer::export::{model_metadata, nnef_f32};
+use vessel_trainer::export::{fold_operating_point, model_metadata, nnef_f32};
 use vessel_trainer::loss::LossConfig;
 use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
 
@@ -93,6 +93,64 @@ fn exported_f32_graph_matches_burn_to_1e_4() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(max_diff <= 1e-4, "96x72: max diff {max_diff}");
+}
+
+#[test]
+fn an_operating_point_moves_the_decision_and_keeps_the_ranking() {
+    let model = perturbed_model().valid();
+    let burn = Predictor::new(model.clone(), 64);
+    let img = image(60, 45, 3);
+    let raw = burn.predict(&img);
+    // The network's own upper-quartile probability: a quarter of the pixels above it.
+    let mut sorted = raw.clone();
+    sorted.sort_by(f32::total_cmp);
+    let point = sorted[sorted.len() * 3 / 4].clamp(0.01, 0.99);
+
+    let folded = fold_operating_point(model, point, 0.5).unwrap();
+    let dir = common::temp_dir("operating-point");
+    let path = dir.join("model.nnef.tgz");
+    let mut meta = metadata(64);
+    meta.operating_point = Some(point);
+    ModelFile::write(&path, nnef_f32(&folded), meta).unwrap();
+    let mut engine = Engine::load(&path, None).unwrap();
+    assert_eq!(engine.metadata.operating_point, Some(point));
+    let mut got = vec![0.0; 60 * 45];
+    engine.infer(&img, &mut got).unwrap();
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let mut decided_apart = 0;
+    for (&p, &q) in raw.iter().zip(&got) {
+        // logit(q) = logit(p) − logit(point), to the parity tolerance in logits.
+        if p > 1e-4 && p < 1.0 - 1e-4 {
+            let want = logit(p) - logit(point);
+            assert!(
+                (logit(q) - want).abs() < 1e-2,
+                "p {p} q {q}: logit {} vs {want}",
+                logit(q)
+            );
+        }
+        if (q >= 0.5) != (p >= point) {
+            decided_apart += 1;
+        }
+    }
+    // Ties at the boundary aside, the new mask at 0.5 is the old mask at the point.
+    assert!(
+        decided_apart <= 2,
+        "{decided_apart} pixels decided differently"
+    );
+    let moved = raw
+        .iter()
+        .zip(&got)
+        .filter(|(&p, &q)| (p >= 0.5) != (q >= 0.5))
+        .count();
+    eprintln!(
+        "operating point {point}: {moved} of {} pixels changed at 0.5",
+        raw.len()
+    );
+    assert!(moved > 0, "the mask at 0.5 moved");
+    for bad in [0.0, 1.0, -0.2, f32::NAN] {
+        let err = fold_operating_point(perturbed_model().valid(), bad, 0.5).unwrap_err();
+        assert!(err.to_string().contains("--operating-point"), "{err}");
+    }
 }
 
 #[test]

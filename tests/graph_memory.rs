@@ -92,7 +92,7 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
     let ckpt = run.join("last.ckpt");
     let bar = ProgressBar::hidden();
     let f32_path = run.join("f32.nnef.tgz");
-    export::export_checkpoint(&ckpt, &f32_path, None, None, &bar).unwrap();
+    export::export_checkpoint(&ckpt, &f32_path, None, None, None, &bar).unwrap();
     let int8_path = run.join("int8.nnef.tgz");
     let request = Int8Request {
         method: Calibration::Percentile,
@@ -100,7 +100,7 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
         dataset: "synthetic".into(),
         samples: &samples,
     };
-    export::export_checkpoint(&ckpt, &int8_path, Some(request), None, &bar).unwrap();
+    export::export_checkpoint(&ckpt, &int8_path, Some(request), None, None, &bar).unwrap();
 
     // One full-resolution feature map: base width × side² f32.
     let map = base_width * (SIDE * SIDE) as usize * 4;

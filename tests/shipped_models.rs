@@ -92,6 +92,7 @@ fn check_model_pair(prefix: &str, dataset: &Dataset, test_images: usize) {
             &samples,
             &dataset.describe(),
             threshold,
+            &[],
             None,
             &ProgressBar::hidden(),
         )

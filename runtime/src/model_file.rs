@@ -61,6 +61,12 @@ pub struct ModelMetadata {
     pub normalization: Normalization,
     /// Probability threshold for the binary mask.
     pub threshold: f32,
+    /// Set when the head's bias was shifted at export by −logit(operating point): the mask at
+    /// `threshold` (0.5) on this model is the mask at this threshold on the network as
+    /// trained. Chosen on held-out training images (`vessel-train eval --sweep`), never on
+    /// test images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<f32>,
     /// Training dataset and protocol.
     pub trained_on: String,
     pub epochs: usize,

@@ -427,6 +427,31 @@ fn file_stem(path: &Path) -> String {
 
 /// Holds `count` samples out of `samples` for validation, chosen by a seeded shuffle.
 /// Returns (train, validation).
+/// The samples named in `names`, in the split's order; all of them when `names` is empty.
+/// A name the split does not have is an error that lists the names it has.
+pub fn select_images(samples: Vec<Sample>, names: &[String]) -> Result<Vec<Sample>, DataError> {
+    if names.is_empty() {
+        return Ok(samples);
+    }
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !samples.iter().any(|s| &s.name == *n))
+    {
+        return Err(DataError::Protocol(format!(
+            "no image named `{missing}` (this split has {})",
+            samples
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(samples
+        .into_iter()
+        .filter(|s| names.contains(&s.name))
+        .collect())
+}
+
 pub fn split_validation(
     mut samples: Vec<Sample>,
     count: usize,
@@ -447,6 +472,34 @@ pub fn split_validation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_selected_by_name_in_split_order() {
+        let sample = |name: &str| Sample {
+            name: name.into(),
+            image_path: PathBuf::from(format!("{name}.png")),
+            image: RgbImage::new(1, 1),
+            label: BinaryMask::new(1, 1, vec![0]),
+            fov: BinaryMask::new(1, 1, vec![1]),
+            fov_derived: false,
+            second_observer: None,
+        };
+        let split = || vec![sample("21"), sample("27"), sample("37")];
+        let names = |v: Vec<Sample>| v.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select_images(split(), &[]).unwrap()),
+            ["21", "27", "37"]
+        );
+        let wanted = ["37".to_string(), "27".to_string()];
+        assert_eq!(
+            names(select_images(split(), &wanted).unwrap()),
+            ["27", "37"]
+        );
+        let err = select_images(split(), &["99".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`99`") && err.contains("21, 27, 37"), "{err}");
+    }
 
     #[test]
     fn stare_protocols() {

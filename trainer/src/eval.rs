@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::{GrayImage, RgbImage};
 use indicatif::ProgressBar;
 use serde::Serialize;
-use vessel_runtime::metrics::Scores;
+use vessel_runtime::metrics::{Confusion, Scores};
 use vessel_runtime::preprocess::{threshold_into, Normalization, Placement};
 use vessel_runtime::BinaryMask;
 
@@ -137,6 +137,36 @@ pub struct EvalReport {
     pub whole: RegionReport,
     /// The second human observer scored against the first, where the dataset has one.
     pub second_observer: Option<ObserverReport>,
+    /// Mean scores at other thresholds, from the same probabilities (`--sweep`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<SweepRow>,
+}
+
+/// Mean scores at one threshold (no AUC: it does not depend on the threshold).
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepRow {
+    pub threshold: f32,
+    pub fov: Scores,
+    pub whole: Scores,
+}
+
+/// `FROM:TO:STEP` → the thresholds from FROM to TO (inclusive) every STEP, each in (0, 1).
+pub fn parse_sweep(spec: &str) -> Result<Vec<f32>> {
+    let parts: Vec<f64> = spec
+        .split(':')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|p: &Vec<f64>| p.len() == 3)
+        .with_context(|| format!("--sweep wants FROM:TO:STEP (e.g. 0.3:0.8:0.05), got `{spec}`"))?;
+    let (from, to, step) = (parts[0], parts[1], parts[2]);
+    if !(0.0 < from && from <= to && to < 1.0 && step > 0.0) {
+        anyhow::bail!("--sweep {spec}: need 0 < FROM <= TO < 1 and STEP > 0");
+    }
+    let count = ((to - from) / step + 1e-9).floor() as usize + 1;
+    Ok((0..count)
+        .map(|i| (from + i as f64 * step) as f32)
+        .collect())
 }
 
 /// Something that maps an image to vessel probabilities at its resolution: burn's model
@@ -144,12 +174,14 @@ pub struct EvalReport {
 pub type PredictFn<'a> = dyn FnMut(&RgbImage) -> Result<Vec<f32>> + 'a;
 
 /// Scores `predict` on `samples`. With `save_dir`, writes `NAME_prob.png` (probability ×
-/// 255) and `NAME_mask.png` (binary, 0/255) for each image.
+/// 255) and `NAME_mask.png` (binary, 0/255) for each image. `sweep`: further thresholds to
+/// score the same probabilities at (means only).
 pub fn evaluate(
     predict: &mut PredictFn<'_>,
     samples: &[Sample],
     dataset: &str,
     threshold: f32,
+    sweep: &[f32],
     save_dir: Option<&Path>,
     bar: &ProgressBar,
 ) -> Result<EvalReport> {
@@ -158,6 +190,8 @@ pub fn evaluate(
     }
     let (mut fov_rows, mut whole_rows) = (Vec::new(), Vec::new());
     let (mut obs_fov, mut obs_whole) = (Vec::new(), Vec::new());
+    // Per threshold of the sweep: per-image scores inside the FOV and over the whole image.
+    let mut swept: Vec<(Vec<Scores>, Vec<Scores>)> = vec![Default::default(); sweep.len()];
     for sample in samples {
         bar.set_message(sample.name.clone());
         let probs = predict(&sample.image)
@@ -181,6 +215,13 @@ pub fn evaluate(
                 scores: Scores::of_binary(&second.data, label, None),
             });
         }
+        for (&t, (fov_scores, whole_scores)) in sweep.iter().zip(&mut swept) {
+            let at = |mask| {
+                Scores::from_confusion(&Confusion::from_probabilities(&probs, label, mask, t), None)
+            };
+            fov_scores.push(at(Some(fov)));
+            whole_scores.push(at(None));
+        }
         if let Some(dir) = save_dir {
             save_prediction(dir, sample, &probs, threshold)?;
         }
@@ -200,6 +241,15 @@ pub fn evaluate(
         fov: RegionReport::from_rows(fov_rows),
         whole: RegionReport::from_rows(whole_rows),
         second_observer,
+        sweep: sweep
+            .iter()
+            .zip(swept)
+            .map(|(&threshold, (fov, whole))| SweepRow {
+                threshold,
+                fov: Scores::mean(&fov),
+                whole: Scores::mean(&whole),
+            })
+            .collect(),
     })
 }
 
@@ -273,6 +323,32 @@ pub fn format_report(r: &EvalReport) -> String {
         out.push_str(&row("mean", &region.mean));
         if let Some(o) = observer {
             out.push_str(&row("2nd observer", &o.mean));
+        }
+    }
+    if !r.sweep.is_empty() {
+        out.push_str(
+            "\nthreshold sweep (means)\nthreshold  F1 FOV  MCC FOV  sens FOV  spec FOV  F1 whole\n",
+        );
+        let best = r
+            .sweep
+            .iter()
+            .map(|s| s.fov.f1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        for s in &r.sweep {
+            out.push_str(&format!(
+                "{:<9}  {:.4}  {:.4}   {:.4}    {:.4}    {:.4}{}\n",
+                format!("{:.3}", s.threshold),
+                s.fov.f1,
+                s.fov.mcc,
+                s.fov.sensitivity,
+                s.fov.specificity,
+                s.whole.f1,
+                if s.fov.f1 == best {
+                    "  <- best F1 inside the FOV"
+                } else {
+                    ""
+                }
+            ));
         }
     }
     out

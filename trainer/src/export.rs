@@ -636,6 +636,7 @@ pub fn model_metadata(
         size_multiple: SIZE_MULTIPLE,
         normalization: Normalization::UnitRange,
         threshold,
+        operating_point: None,
         trained_on,
         epochs,
         calibration: None,
@@ -664,6 +665,31 @@ fn trained_on(opts: &crate::train::TrainOptions) -> String {
     )
 }
 
+/// Shifts the head's bias so that `threshold` on the model's output marks what
+/// `operating_point` marked before: σ(z + b − logit(p)) ≥ σ(logit(t)) ⇔ σ(z + b) ≥ σ(logit(p) +
+/// logit(t)); with t = ½ (logit 0), exactly ⇔ σ(z + b) ≥ p. Probabilities stay monotone, so
+/// AUC is unchanged.
+pub fn fold_operating_point(
+    mut model: SaUnetV2,
+    operating_point: f32,
+    threshold: f32,
+) -> anyhow::Result<SaUnetV2> {
+    if !(operating_point > 0.0 && operating_point < 1.0) {
+        anyhow::bail!(
+            "--operating-point must be between 0 and 1 (exclusive), got {operating_point}"
+        );
+    }
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let shift = logit(operating_point) - logit(threshold);
+    let bias = model
+        .head
+        .bias
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the model's head has no bias to shift"))?;
+    model.head.bias = Some(Param::from_tensor(bias.val().sub_scalar(shift)));
+    Ok(model)
+}
+
 /// What `vessel-train export` did.
 pub struct ExportOutcome {
     pub metadata: ModelMetadata,
@@ -686,6 +712,7 @@ pub fn export_checkpoint(
     checkpoint: &std::path::Path,
     out: &std::path::Path,
     int8: Option<Int8Request<'_>>,
+    operating_point: Option<f32>,
     test: Option<(&str, &[crate::data::Sample])>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<ExportOutcome> {
@@ -694,18 +721,16 @@ pub fn export_checkpoint(
 
     let (predictor, state) = crate::eval::Predictor::from_checkpoint(checkpoint)?;
     let opts = &state.options;
+    let model = match operating_point {
+        None => predictor.model,
+        Some(t) => fold_operating_point(predictor.model, t, opts.threshold)?,
+    };
     let (entries, precision, calibration) = match &int8 {
-        None => (nnef_f32(&predictor.model), Precision::F32, None),
+        None => (nnef_f32(&model), Precision::F32, None),
         Some(req) => {
             bar.set_length(req.samples.len() as u64);
             bar.set_message("calibrating");
-            let ranges = calibrate(
-                &predictor.model,
-                req.samples,
-                opts.input_size,
-                req.method,
-                bar,
-            )?;
+            let ranges = calibrate(&model, req.samples, opts.input_size, req.method, bar)?;
             bar.set_position(0);
             let how = format!(
                 "{:?} over {} images of {}; {} (per-tensor symmetric weights, asymmetric activations), rest f32",
@@ -715,7 +740,7 @@ pub fn export_checkpoint(
                 req.scope.describe()
             );
             (
-                nnef_int8(&predictor.model, &ranges, req.scope),
+                nnef_int8(&model, &ranges, req.scope),
                 Precision::Int8,
                 Some(how),
             )
@@ -730,6 +755,7 @@ pub fn export_checkpoint(
         precision,
     );
     metadata.calibration = calibration;
+    metadata.operating_point = operating_point;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -745,6 +771,7 @@ pub fn export_checkpoint(
             samples,
             dataset,
             metadata.threshold,
+            &[],
             None,
             bar,
         )?;

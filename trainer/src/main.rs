@@ -123,6 +123,14 @@ enum Command {
         /// Evaluate the training split instead of the test split.
         #[arg(long)]
         train_split: bool,
+        /// Only these images of the split (names, comma-separated: e.g. `--train-split
+        /// --images 27,37`, a DRIVE run's validation images).
+        #[arg(long, value_delimiter = ',')]
+        images: Vec<String>,
+        /// Also score the same probabilities at thresholds FROM:TO:STEP (means), to choose
+        /// an operating point on held-out images (`export --operating-point`).
+        #[arg(long)]
+        sweep: Option<String>,
     },
     /// Export a checkpoint as an NNEF model for the runtime (f32).
     Export {
@@ -147,6 +155,11 @@ enum Command {
         /// f32: on x86 that is 43% faster than `all` and fits a 128 MB process (see the card).
         #[arg(long, value_enum, default_value_t = vessel_trainer::export::Int8Scope::BelowFullResolution)]
         int8_scope: vessel_trainer::export::Int8Scope,
+        /// Fold an operating point into the head's bias: the model's masks (at its threshold,
+        /// 0.5) become the network's masks at this threshold. Choose it on held-out training
+        /// images with `eval --sweep`, never on the test set.
+        #[arg(long)]
+        operating_point: Option<f32>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, default_value = "kfold:5:0")]
@@ -289,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
             calibration,
             calibration_method,
             int8_scope,
+            operating_point,
             data_dir,
             stare_protocol,
         } => {
@@ -322,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
                         samples,
                     }
                 }),
+                operating_point,
                 test.as_ref().map(|(name, s)| (name.as_str(), s.as_slice())),
                 &bar,
             )?;
@@ -349,7 +364,14 @@ fn run(cli: Cli) -> Result<()> {
             json,
             save_predictions,
             train_split,
+            images,
+            sweep,
         } => {
+            let sweep = sweep
+                .as_deref()
+                .map(eval::parse_sweep)
+                .transpose()?
+                .unwrap_or_default();
             // The model first: a bad model file fails before any data is read.
             let mut engine = match &model {
                 Some(path) => Some(vessel_runtime::engine::Engine::load(path, None)?),
@@ -365,7 +387,8 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Split::Test
             };
-            let samples = load(&dataset, split)?;
+            let samples = data::select_images(load(&dataset, split)?, &images)
+                .with_context(|| format!("--images on {}", dataset.describe()))?;
             let bar = ProgressBar::new(samples.len() as u64);
             bar.set_style(
                 ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} {msg}")
@@ -403,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
                 &samples,
                 &dataset.describe(),
                 threshold,
+                &sweep,
                 save_predictions.as_deref(),
                 &bar,
             )?;

@@ -86,6 +86,88 @@ fn train_then_eval_writes_checkpoints_and_a_json_report() {
     assert_eq!(mask.dimensions(), (32, 32));
     assert!(mask.pixels().all(|p| p[0] == 0 || p[0] == 255));
     assert!(preds.join("s0_prob.png").is_file());
+
+    // Choosing an operating point: a sweep on named images, then an export that folds it in.
+    let swept = vessel_train()
+        .args(["eval", "--dataset"])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(out.join("best.ckpt"))
+        .args([
+            "--train-split",
+            "--images",
+            "s1,s3",
+            "--sweep",
+            "0.3:0.7:0.2",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&swept.stdout);
+    assert!(
+        swept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&swept.stderr)
+    );
+    assert!(stdout.contains("threshold sweep"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = report["fov"]["per_image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["s1", "s3"]);
+    let thresholds: Vec<f64> = report["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["threshold"].as_f64().unwrap())
+        .collect();
+    assert_eq!(thresholds.len(), 3, "{thresholds:?}");
+    assert!((thresholds[1] - 0.5).abs() < 1e-6);
+
+    let model = out.join("op.nnef.tgz");
+    let export = |point: &str| {
+        vessel_train()
+            .args(["export", "--checkpoint"])
+            .arg(out.join("best.ckpt"))
+            .arg("--out")
+            .arg(&model)
+            .args(["--operating-point", point])
+            .output()
+            .unwrap()
+    };
+    let bad = export("1.5");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--operating-point") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!model.exists(), "nothing written for a refused export");
+    let good = export("0.6");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let meta = vessel_runtime::model_file::ModelFile::read(&model)
+        .unwrap()
+        .metadata;
+    assert_eq!(meta.operating_point, Some(0.6));
+    assert_eq!(meta.threshold, 0.5);
+
+    // A crop the network cannot take is refused before training starts.
+    let cropped = train(
+        &data,
+        &common::temp_dir("cli-crop").join("run"),
+        &["--crop", "12"],
+    );
+    assert_eq!(cropped.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&cropped.stderr);
+    assert!(err.contains("--crop") && err.contains("12"), "{err}");
 }
 
 #[test]

@@ -85,10 +85,20 @@ fn tiny_model_overfits_a_tiny_dataset() {
         &samples,
         "synthetic",
         0.5,
+        &[0.25, 0.5, 0.75],
         None,
         &bar,
     )
     .unwrap();
+    // The sweep scores the same probabilities: at the report's threshold it is the report.
+    assert_eq!(report.sweep.len(), 3);
+    let at_half = &report.sweep[1];
+    assert_eq!(at_half.threshold, 0.5);
+    assert!((at_half.fov.f1 - report.fov.mean.f1).abs() < 1e-12);
+    assert!((at_half.whole.mcc - report.whole.mean.mcc).abs() < 1e-12);
+    // A higher threshold predicts fewer vessels: sensitivity never rises.
+    assert!(report.sweep[0].fov.sensitivity >= at_half.fov.sensitivity);
+    assert!(at_half.fov.sensitivity >= report.sweep[2].fov.sensitivity);
     assert!(
         (report.fov.mean.f1 - best_f1).abs() < 1e-6,
         "{} vs {best_f1}",

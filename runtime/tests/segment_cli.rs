@@ -88,6 +88,16 @@ fn batch_skips_a_corrupt_file_and_finishes_the_rest() {
         .unwrap()
         .ends_with("b.png"));
     assert_eq!(summary["model"]["precision"], "int8");
+    // The report says which operating point the mask stands for, as the model file does.
+    let shipped =
+        vessel_runtime::model_file::ModelFile::read(&repo().join("models/drive-int8.nnef.tgz"))
+            .unwrap();
+    assert_eq!(
+        summary["model"]["operating_point"]
+            .as_f64()
+            .map(|v| v as f32),
+        shipped.metadata.operating_point
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("a.json")).unwrap()).unwrap();
     let density = report["vessel_density_fov"].as_f64().unwrap();

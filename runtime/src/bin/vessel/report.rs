@@ -18,6 +18,9 @@ pub struct ModelInfo {
     pub content_hash: String,
     pub trained_on: String,
     pub threshold: f32,
+    /// The trained network's threshold the mask corresponds to, when the model carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<f32>,
 }
 
 impl ModelInfo {
@@ -28,6 +31,7 @@ impl ModelInfo {
             content_hash: meta.content_hash.clone(),
             trained_on: meta.trained_on.clone(),
             threshold: meta.threshold,
+            operating_point: meta.operating_point,
         }
     }
 }

@@ -56,30 +56,30 @@ fn train_then_eval_writes_checkpoints_and_a_json_report() {
         "{stdout}"
     );
 
+    // `eval` of the run's best checkpoint with extra arguments: its stdout and JSON report.
     let json = out.join("report.json");
+    let eval_best = |extra: &[&str]| -> (String, serde_json::Value) {
+        let eval = vessel_train()
+            .args(["eval", "--dataset"])
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(out.join("best.ckpt"))
+            .arg("--json")
+            .arg(&json)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&eval.stderr);
+        assert!(eval.status.success(), "{stderr}");
+        let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        (String::from_utf8_lossy(&eval.stdout).to_string(), report)
+    };
     let preds = out.join("predictions");
-    let eval = vessel_train()
-        .args(["eval", "--dataset"])
-        .arg(&data)
-        .arg("--checkpoint")
-        .arg(out.join("best.ckpt"))
-        .arg("--json")
-        .arg(&json)
-        .arg("--save-predictions")
-        .arg(&preds)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&eval.stdout);
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
+    let (stdout, report) = eval_best(&["--save-predictions", preds.to_str().unwrap()]);
     assert!(
         stdout.contains("inside FOV") && stdout.contains("whole image") && stdout.contains("mean"),
         "{stdout}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["whole"]["per_image"].as_array().unwrap().len(), 4);
     assert!(report["fov"]["f1"].as_f64().unwrap() >= 0.0);
     let mask = image::open(preds.join("s0_mask.png")).unwrap().to_luma8();
@@ -88,30 +88,14 @@ fn train_then_eval_writes_checkpoints_and_a_json_report() {
     assert!(preds.join("s0_prob.png").is_file());
 
     // Choosing an operating point: a sweep on named images, then an export that folds it in.
-    let swept = vessel_train()
-        .args(["eval", "--dataset"])
-        .arg(&data)
-        .arg("--checkpoint")
-        .arg(out.join("best.ckpt"))
-        .args([
-            "--train-split",
-            "--images",
-            "s1,s3",
-            "--sweep",
-            "0.3:0.7:0.2",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&swept.stdout);
-    assert!(
-        swept.status.success(),
-        "{}",
-        String::from_utf8_lossy(&swept.stderr)
-    );
+    let (stdout, report) = eval_best(&[
+        "--train-split",
+        "--images",
+        "s1,s3",
+        "--sweep",
+        "0.3:0.7:0.2",
+    ]);
     assert!(stdout.contains("threshold sweep"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let names: Vec<&str> = report["fov"]["per_image"]
         .as_array()
         .unwrap()

@@ -31,6 +31,11 @@
 /// no byte to spare at the end (see `TAIL_PAD`), so none of those is left to it.
 pub const LARGE_BLOCK: usize = 128 * 1024;
 
+/// Readable bytes kept after every large block: some matrix kernels (AMX tile loads in
+/// tract's int8 one) read a little past a buffer, which inside a heap is harmless but off
+/// the end of a mapping is a crash (found as a SIGSEGV in `avx512amx_mmm_i32_16x16`).
+pub const TAIL_PAD: usize = 4096;
+
 /// How far the mapped total may exceed the live peak before kept blocks are unmapped.
 pub const KEEP_SLACK: usize = 4 * 1024 * 1024;
 
@@ -101,7 +106,7 @@ use other::{frame_begin, frame_end};
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Usage, KEEP_SLACK};
+    use super::{Usage, KEEP_SLACK, TAIL_PAD};
     use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -113,8 +118,6 @@ mod linux {
     const MAX_LIVE: usize = 128;
     /// "Not freed within the frame": the block outlives it (the engine's output).
     const NEVER: u32 = u32::MAX;
-    /// Readable bytes kept after every block (see `mapped_size`).
-    const TAIL_PAD: usize = 4096;
 
     #[derive(Clone, Copy)]
     struct Kept {
@@ -246,9 +249,7 @@ mod linux {
         }
     }
 
-    /// A block's size in whole pages, with at least [`TAIL_PAD`] bytes after its end: some
-    /// matrix kernels (AMX tile loads in tract's int8 one) read a little past a buffer, which
-    /// inside a heap is harmless but off the end of a mapping is a crash.
+    /// A block's size in whole pages, with at least [`TAIL_PAD`] bytes after its end.
     fn mapped_size(size: usize) -> usize {
         let p = page();
         (size + TAIL_PAD).div_ceil(p) * p

@@ -11,6 +11,12 @@ use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
 use vessel_trainer::train::{self, Selection, TrainOptions, TrainRequest};
 use vessel_trainer::{backend, bench, checkpoint, summary};
 
+// Large blocks get readable bytes past their end: tract's AMX int8 kernel over-reads, and
+// export and eval run int8 models (see `PaddedSystem`).
+#[global_allocator]
+static ALLOCATOR: vessel_runtime::alloc_count::PaddedSystem =
+    vessel_runtime::alloc_count::PaddedSystem;
+
 #[derive(Parser)]
 #[command(
     name = "vessel-train",

@@ -425,8 +425,6 @@ fn file_stem(path: &Path) -> String {
     }
 }
 
-/// Holds `count` samples out of `samples` for validation, chosen by a seeded shuffle.
-/// Returns (train, validation).
 /// The samples named in `names`, in the split's order; all of them when `names` is empty.
 /// A name the split does not have is an error that lists the names it has.
 pub fn select_images(samples: Vec<Sample>, names: &[String]) -> Result<Vec<Sample>, DataError> {
@@ -452,6 +450,8 @@ pub fn select_images(samples: Vec<Sample>, names: &[String]) -> Result<Vec<Sampl
         .collect())
 }
 
+/// Holds `count` samples out of `samples` for validation, chosen by a seeded shuffle.
+/// Returns (train, validation).
 pub fn split_validation(
     mut samples: Vec<Sample>,
     count: usize,

@@ -258,7 +258,6 @@ fn run(cli: Cli) -> Result<()> {
             }
             options.init_from = init_from;
             options.crop = crop;
-            options.check()?;
             // On resume the held-out split must be the one the run started with.
             let seed_for_split = if resume {
                 checkpoint::load::<train::TrainState>(&out.join("last.ckpt"))

@@ -290,6 +290,9 @@ pub struct TrainRequest<'a> {
 
 /// Trains and returns the final state. Best and last checkpoints, CSV and plot are in `out`.
 pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
+    // Before anything is created: a refused run leaves no folder behind. (A resumed run
+    // takes its options from its checkpoint, checked when it started.)
+    req.options.check()?;
     let run_dir = RunDir {
         dir: req.out.clone(),
     };
@@ -358,7 +361,6 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         (model, AdamConfig::new().init(), state)
     };
     let opts = state.options.clone();
-    opts.check()?;
 
     let prepare = |samples: &[Sample]| -> Result<Vec<Example>> {
         samples
@@ -522,8 +524,9 @@ fn make_batch(
     let size = opts.crop.map_or(canvas, |c| c as usize);
     let mut inputs = Vec::with_capacity(units.len() * 3 * size * size);
     let mut labels = Vec::with_capacity(units.len() * size * size);
+    let per_image = opts.crops_per_image();
     for &unit in units {
-        let example = &examples[unit / opts.crops_per_image()];
+        let example = &examples[unit / per_image];
         let mut rng = Augment::rng(opts.seed, epoch, unit);
         let (x, y) = opts.augment.apply(example, &mut rng);
         let (x, y) = match opts.crop {

@@ -114,7 +114,8 @@ impl Int8Scope {
     }
 }
 
-fn values<const D: usize>(t: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
+/// A parameter's shape and values.
+pub(crate) fn values<const D: usize>(t: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
     let t = t.val();
     let shape = t.dims().to_vec();
     let data = t
@@ -645,24 +646,32 @@ pub fn model_metadata(
     }
 }
 
-/// The metadata's training-data line: the dataset, and the run it started from when it was
-/// fine-tuned (`--init-from`).
-fn trained_on(opts: &crate::train::TrainOptions) -> String {
-    let Some(source) = &opts.init_from else {
-        return opts.dataset.clone();
+/// The metadata's training-data line: the dataset, the run it started from when it was
+/// fine-tuned (`--init-from`), and the checkpoints it is the mean of (`vessel-train average`).
+fn trained_on(state: &crate::train::TrainState) -> String {
+    let opts = &state.options;
+    let mut line = match &opts.init_from {
+        None => opts.dataset.clone(),
+        Some(source) => {
+            // Recorded when the run started; runs from before that was recorded: read the
+            // source checkpoint as it is now.
+            let origin = opts.init_origin.clone().unwrap_or_else(|| {
+                crate::checkpoint::load::<crate::train::TrainState>(source)
+                    .map(|c| c.state.origin())
+                    .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
+            });
+            format!(
+                "{}, fine-tuned from {} trained on {origin}",
+                opts.dataset,
+                source.display()
+            )
+        }
     };
-    // Recorded when the run started; runs from before that was recorded: read the source
-    // checkpoint as it is now.
-    let origin = opts.init_origin.clone().unwrap_or_else(|| {
-        crate::checkpoint::load::<crate::train::TrainState>(source)
-            .map(|c| c.state.origin())
-            .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
-    });
-    format!(
-        "{}, fine-tuned from {} trained on {origin}",
-        opts.dataset,
-        source.display()
-    )
+    if !state.averaged_from.is_empty() {
+        line.push_str("; weights: the mean of ");
+        line.push_str(&state.averaged_from.join(", "));
+    }
+    line
 }
 
 /// Shifts the head's bias so that `threshold` on the model's output marks what
@@ -750,7 +759,7 @@ pub fn export_checkpoint(
         &opts.model,
         opts.input_size,
         opts.threshold,
-        trained_on(opts),
+        trained_on(&state),
         state.epochs_done,
         precision,
     );

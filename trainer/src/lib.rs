@@ -6,6 +6,7 @@
 //! [`eval`] (the runtime's shared metrics).
 
 pub mod augment;
+pub mod average;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -171,6 +171,16 @@ enum Command {
         #[arg(long, default_value = "kfold:5:0")]
         stare_protocol: StareProtocol,
     },
+    /// Average the weights of several checkpoints of one run (e.g. its last epochs) into one
+    /// checkpoint, to evaluate and export like any other.
+    Average {
+        /// The checkpoints (at least two, one architecture).
+        #[arg(required = true, num_args = 2..)]
+        checkpoints: Vec<PathBuf>,
+        /// The averaged checkpoint to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the model's per-layer parameter table and total.
     Summary,
     /// Measure training throughput (seconds per image-step, peak memory).
@@ -207,6 +217,14 @@ fn load(dataset: &Dataset, split: Split) -> Result<Vec<data::Sample>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Average { checkpoints, out } => {
+            let state = vessel_trainer::average::average_checkpoints(&checkpoints, &out)?;
+            println!(
+                "wrote {}: the mean of {}",
+                out.display(),
+                state.averaged_from.join(", ")
+            );
+        }
         Command::Summary => {
             let device = backend::inference_device();
             let model = SaUnetV2::new(&SaUnetConfig::default(), &device);

@@ -197,12 +197,24 @@ pub struct TrainState {
     pub history: Vec<EpochRecord>,
     /// Set when early stopping ended the run.
     pub finished: bool,
+    /// For a checkpoint made by `vessel-train average`: the checkpoints whose weights it is
+    /// the mean of ("PATH (epoch N)"); empty for a run's own checkpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub averaged_from: Vec<String>,
 }
 
 impl TrainState {
     /// What a run's weights were trained on, for runs that start from them: "DATASET (N epochs)".
     pub fn origin(&self) -> String {
-        format!("{} ({} epochs)", self.options.dataset, self.epochs_done)
+        if self.averaged_from.is_empty() {
+            format!("{} ({} epochs)", self.options.dataset, self.epochs_done)
+        } else {
+            format!(
+                "{} (mean of the weights of {})",
+                self.options.dataset,
+                self.averaged_from.join(", ")
+            )
+        }
     }
 }
 
@@ -357,6 +369,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
             patience: Patience::new(),
             history: Vec::new(),
             finished: false,
+            averaged_from: Vec::new(),
         };
         (model, AdamConfig::new().init(), state)
     };

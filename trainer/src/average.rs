@@ -1,0 +1,124 @@
+//! Weight averaging: the mean of several checkpoints' weights, written as one checkpoint.
+//!
+//! Checkpoints late in one run lie close together, and the mean of their weights is often a
+//! better model than any of them (stochastic weight averaging). SA-UNetv2 normalises with
+//! GroupNorm, which has no running statistics, so the averaged weights need no recalibration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::checkpoint;
+use crate::model::SaUnetV2;
+use crate::train::TrainState;
+
+/// Collects every float parameter, in the module's visiting order.
+#[derive(Default)]
+struct Collect {
+    tensors: Vec<(Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.tensors.push(crate::export::values(param));
+    }
+}
+
+/// Replaces every float parameter, in visiting order, with the next of `tensors`.
+struct Replace {
+    tensors: std::vec::IntoIter<(Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleMapper for Replace {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (shape, data) = self.tensors.next().expect("one tensor per parameter");
+        param.map(|t| {
+            let device = t.device();
+            Tensor::from_data(TensorData::new(data, shape), &device)
+        })
+    }
+}
+
+/// Every float parameter of `model` (shape, values), in its visiting order.
+pub fn parameters(model: &SaUnetV2) -> Vec<(Vec<usize>, Vec<f32>)> {
+    let mut collect = Collect::default();
+    model.visit(&mut collect);
+    collect.tensors
+}
+
+/// The element-wise mean of the weights in `inputs` (at least two checkpoints of one
+/// architecture), written to `out` as a checkpoint without optimiser state (it can be
+/// evaluated, exported or used by `--init-from`, not resumed). Its training state is the
+/// last input's, with `averaged_from` naming every input. Refuses to overwrite a file.
+pub fn average_checkpoints(inputs: &[PathBuf], out: &Path) -> Result<TrainState> {
+    if inputs.len() < 2 {
+        bail!(
+            "averaging needs at least two checkpoints, got {}",
+            inputs.len()
+        );
+    }
+    if out.exists() {
+        bail!(
+            "{} already exists: choose another --out (nothing was written)",
+            out.display()
+        );
+    }
+    let device = crate::backend::inference_device();
+    let mut sum: Vec<(Vec<usize>, Vec<f64>)> = Vec::new();
+    let mut first_config = None;
+    let mut state = None;
+    let mut sources = Vec::new();
+    for path in inputs {
+        let loaded = checkpoint::load::<TrainState>(path)?;
+        let config = &loaded.state.options.model;
+        match &first_config {
+            None => first_config = Some((config.clone(), loaded.state.options.input_size)),
+            Some((first, size)) => {
+                if first != config || *size != loaded.state.options.input_size {
+                    bail!(
+                        "{}: its model ({config:?}, input {}) differs from {}'s ({first:?}, input {size})",
+                        path.display(),
+                        loaded.state.options.input_size,
+                        inputs[0].display()
+                    );
+                }
+            }
+        }
+        let model = loaded.load_model(SaUnetV2::new(config, &device))?;
+        let params = parameters(&model);
+        if sum.is_empty() {
+            sum = params
+                .into_iter()
+                .map(|(shape, data)| (shape, data.into_iter().map(f64::from).collect()))
+                .collect();
+        } else {
+            for ((_, acc), (_, data)) in sum.iter_mut().zip(params) {
+                for (a, v) in acc.iter_mut().zip(data) {
+                    *a += f64::from(v);
+                }
+            }
+        }
+        sources.push(format!(
+            "{} (epoch {})",
+            path.display(),
+            loaded.state.epochs_done
+        ));
+        state = Some(loaded.state);
+    }
+    let n = inputs.len() as f64;
+    let mean = sum
+        .into_iter()
+        .map(|(shape, acc)| (shape, acc.into_iter().map(|a| (a / n) as f32).collect()))
+        .collect::<Vec<_>>();
+    let mut state = state.expect("at least two inputs");
+    state.averaged_from = sources;
+    let (config, _) = first_config.expect("at least two inputs");
+    let model = SaUnetV2::new(&config, &device).map(&mut Replace {
+        tensors: mean.into_iter(),
+    });
+    checkpoint::save(out, &state, model, None)
+        .with_context(|| format!("writing the averaged checkpoint {}", out.display()))?;
+    Ok(state)
+}

@@ -59,7 +59,8 @@ pub enum BenchError {
     },
 }
 
-fn mb(bytes: usize) -> f64 {
+/// Bytes in the MB (MiB) every report of this crate uses.
+pub fn mb(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 

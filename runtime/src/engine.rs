@@ -327,9 +327,14 @@ impl Engine {
     /// Runs the loaded input once, timing every node, in execution order. With the
     /// counting allocator installed (the `vessel` binary) each node also gets the bytes
     /// live before it and the most live while it ran, so the run's memory peak can be
-    /// traced to a node.
+    /// traced to a node. The run is a frame like [`run`](Self::run)'s: after one plain run
+    /// its tensors come from the frame arena, so ops that write fresh tensors are timed as
+    /// a frame runs them, without the page faults of newly mapped memory.
     pub fn profile_run(&mut self) -> Result<Vec<NodeProfile>, EngineError> {
-        let mut nodes = Vec::new();
+        // Room for every node up front: the records themselves allocate nothing mid-run.
+        let mut nodes = Vec::with_capacity(self.state.model().nodes().len());
+        self.output = None;
+        let frame = crate::large_blocks::Frame::begin();
         let outputs = self
             .state
             .run_plan_with_eval(
@@ -352,6 +357,7 @@ impl Engine {
                 },
             )
             .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        drop(frame);
         self.output = outputs.into_iter().next();
         Ok(nodes)
     }

@@ -158,6 +158,15 @@ fn profile_reports_time_per_op_and_the_memory_peak() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("64x64"), "{stdout}");
+    // The profiled run is served from the frame arena, as a frame is (after the warm-up
+    // run recorded it): its 16-channel 64×64 maps are large blocks.
+    let arena_blocks: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tensors: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no arena line: {stdout}"));
+    assert!(arena_blocks > 0, "{stdout}");
     let memory: Vec<&str> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("live memory"))

@@ -94,8 +94,9 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Where the time and the memory go: per-op-type totals of one run (after a warm-up
-    /// run), and the nodes where live memory peaks.
+    /// Where the time and the memory go: per-op-type totals (each node's median over
+    /// --runs frames, after a warm-up frame, served from the frame arena like any frame),
+    /// and the nodes where live memory peaks.
     Profile {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: PathBuf,
@@ -107,6 +108,9 @@ enum Command {
         /// How many of the highest-memory nodes to list.
         #[arg(long, default_value_t = 8)]
         top_memory: usize,
+        /// Profiled runs (after one warm-up run); each node's time is its median over them.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
     },
     /// Show a model's metadata, the board profile, the camera's formats and the display.
     Info {
@@ -172,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
             size,
             threads,
             top_memory,
+            runs,
         } => {
             if !model.exists() {
                 anyhow::bail!(missing_model_hint(&model));
@@ -183,8 +188,23 @@ fn run(cli: Cli) -> Result<()> {
             let img = bench::synthetic_fundus(w, h);
             engine.load_input(&img)?;
             engine.run()?;
-            engine.load_input(&img)?;
-            let nodes = engine.profile_run()?;
+            // Per node, the median of its times over the runs (one run on a shared machine
+            // moves by tens of percent); the memory figures are the same every run.
+            let mut nodes = Vec::new();
+            let mut times: Vec<Vec<f64>> = Vec::new();
+            for _ in 0..runs {
+                engine.load_input(&img)?;
+                nodes = engine.profile_run()?;
+                times.resize(nodes.len(), Vec::new());
+                for (t, n) in times.iter_mut().zip(&nodes) {
+                    t.push(n.seconds);
+                }
+            }
+            for (n, t) in nodes.iter_mut().zip(&mut times) {
+                t.sort_by(f64::total_cmp);
+                n.seconds = t[t.len() / 2];
+            }
+            let arena = vessel_runtime::large_blocks::usage();
             let total: f64 = nodes.iter().map(|n| n.seconds).sum();
             let mut by_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
             for n in &nodes {
@@ -195,11 +215,22 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows: Vec<_> = by_op.into_iter().collect();
             rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
             println!(
-                "{} ({}), {w}x{h}, {threads} thread(s): {:.1} ms in {} nodes",
+                "{} ({}), {w}x{h}, {threads} thread(s): {:.1} ms in {} nodes (medians of {runs} runs)",
                 model.display(),
                 engine.metadata.precision,
                 total * 1000.0,
                 nodes.len()
+            );
+            // Whether the profiled run was served like a frame is (see `profile_run`).
+            println!(
+                "tensors: {} blocks from the frame arena ({:.1} MB){}",
+                arena.arena_blocks,
+                bench::mb(arena.arena_bytes),
+                if arena.arena_blocks == 0 {
+                    " — none: timings include page faults of fresh memory"
+                } else {
+                    ""
+                }
             );
             println!("{:<28} {:>6} {:>10} {:>6}", "op", "nodes", "ms", "share");
             for (op, (secs, n)) in rows {
@@ -210,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             // Where the live-memory peak happens: the nodes with the highest peaks.
-            let mb = |b: usize| b as f64 / 1e6;
+            let mb = bench::mb;
             let mut by_peak: Vec<&vessel_runtime::engine::NodeProfile> = nodes.iter().collect();
             by_peak.sort_by_key(|n| std::cmp::Reverse(n.peak_bytes));
             println!(

@@ -331,7 +331,8 @@ impl Engine {
     /// its tensors come from the frame arena, so ops that write fresh tensors are timed as
     /// a frame runs them, without the page faults of newly mapped memory.
     pub fn profile_run(&mut self) -> Result<Vec<NodeProfile>, EngineError> {
-        // Room for every node up front: the records themselves allocate nothing mid-run.
+        // Room for every node up front, so the record list never grows mid-run (each
+        // record's two names are small blocks, below the arena's size).
         let mut nodes = Vec::with_capacity(self.state.model().nodes().len());
         self.output = None;
         let frame = crate::large_blocks::Frame::begin();

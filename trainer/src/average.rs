@@ -67,37 +67,32 @@ pub fn average_checkpoints(inputs: &[PathBuf], out: &Path) -> Result<TrainState>
     }
     let device = crate::backend::inference_device();
     let mut sum: Vec<(Vec<usize>, Vec<f64>)> = Vec::new();
-    let mut first_config = None;
-    let mut state = None;
+    let mut state: Option<TrainState> = None;
     let mut sources = Vec::new();
     for path in inputs {
         let loaded = checkpoint::load::<TrainState>(path)?;
-        let config = &loaded.state.options.model;
-        match &first_config {
-            None => first_config = Some((config.clone(), loaded.state.options.input_size)),
-            Some((first, size)) => {
-                if first != config || *size != loaded.state.options.input_size {
-                    bail!(
-                        "{}: its model ({config:?}, input {}) differs from {}'s ({first:?}, input {size})",
-                        path.display(),
-                        loaded.state.options.input_size,
-                        inputs[0].display()
-                    );
-                }
+        let (config, size) = (&loaded.state.options.model, loaded.state.options.input_size);
+        // Every earlier input matched the first, so the previous one stands for it.
+        if let Some(first) = &state {
+            let (first_config, first_size) = (&first.options.model, first.options.input_size);
+            if first_config != config || first_size != size {
+                bail!(
+                    "{}: its model ({config:?}, input {size}) differs from {}'s ({first_config:?}, input {first_size})",
+                    path.display(),
+                    inputs[0].display()
+                );
             }
         }
-        let model = loaded.load_model(SaUnetV2::new(config, &device))?;
-        let params = parameters(&model);
+        let params = parameters(&loaded.load_model(SaUnetV2::new(config, &device))?);
         if sum.is_empty() {
             sum = params
-                .into_iter()
-                .map(|(shape, data)| (shape, data.into_iter().map(f64::from).collect()))
+                .iter()
+                .map(|(shape, data)| (shape.clone(), vec![0.0; data.len()]))
                 .collect();
-        } else {
-            for ((_, acc), (_, data)) in sum.iter_mut().zip(params) {
-                for (a, v) in acc.iter_mut().zip(data) {
-                    *a += f64::from(v);
-                }
+        }
+        for ((_, acc), (_, data)) in sum.iter_mut().zip(params) {
+            for (a, v) in acc.iter_mut().zip(data) {
+                *a += f64::from(v);
             }
         }
         sources.push(format!(
@@ -114,8 +109,7 @@ pub fn average_checkpoints(inputs: &[PathBuf], out: &Path) -> Result<TrainState>
         .collect::<Vec<_>>();
     let mut state = state.expect("at least two inputs");
     state.averaged_from = sources;
-    let (config, _) = first_config.expect("at least two inputs");
-    let model = SaUnetV2::new(&config, &device).map(&mut Replace {
+    let model = SaUnetV2::new(&state.options.model, &device).map(&mut Replace {
         tensors: mean.into_iter(),
     });
     checkpoint::save(out, &state, model, None)

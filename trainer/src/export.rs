@@ -667,9 +667,9 @@ fn trained_on(state: &crate::train::TrainState) -> String {
             )
         }
     };
-    if !state.averaged_from.is_empty() {
-        line.push_str("; weights: the mean of ");
-        line.push_str(&state.averaged_from.join(", "));
+    if let Some(mean) = state.averaged_weights() {
+        line.push_str("; ");
+        line.push_str(&mean);
     }
     line
 }

@@ -206,15 +206,20 @@ pub struct TrainState {
 impl TrainState {
     /// What a run's weights were trained on, for runs that start from them: "DATASET (N epochs)".
     pub fn origin(&self) -> String {
-        if self.averaged_from.is_empty() {
-            format!("{} ({} epochs)", self.options.dataset, self.epochs_done)
-        } else {
+        match self.averaged_weights() {
+            None => format!("{} ({} epochs)", self.options.dataset, self.epochs_done),
+            Some(mean) => format!("{} ({mean})", self.options.dataset),
+        }
+    }
+
+    /// "the mean of the weights of A, B…" for a checkpoint made by `vessel-train average`.
+    pub fn averaged_weights(&self) -> Option<String> {
+        (!self.averaged_from.is_empty()).then(|| {
             format!(
-                "{} (mean of the weights of {})",
-                self.options.dataset,
+                "the mean of the weights of {}",
                 self.averaged_from.join(", ")
             )
-        }
+        })
     }
 }
 

@@ -263,16 +263,21 @@ fn an_existing_run_is_never_overwritten() {
     assert_eq!(resumed.epochs_done, 2);
 }
 
+/// The error loading `path` as a training checkpoint gives (the test fails if it loads).
+fn load_error(path: &std::path::Path) -> String {
+    match checkpoint::load::<TrainState>(path) {
+        Ok(_) => panic!("{} loaded as a checkpoint", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn broken_checkpoints_are_named_errors() {
     let _rng = rng_lock();
     let dir = common::temp_dir("broken-ckpt");
     let garbage = dir.join("garbage.ckpt");
     std::fs::write(&garbage, b"not a checkpoint at all").unwrap();
-    let err = checkpoint::load::<TrainState>(&garbage)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&garbage);
     assert!(
         err.contains("garbage.ckpt") && err.contains("magic"),
         "{err}"
@@ -291,10 +296,7 @@ fn broken_checkpoints_are_named_errors() {
     let bytes = std::fs::read(out.join("last.ckpt")).unwrap();
     let cut = dir.join("cut.ckpt");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::load::<TrainState>(&cut)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&cut);
     assert!(
         err.contains("cut.ckpt") && err.contains("truncated"),
         "{err}"

@@ -32,8 +32,10 @@ export CARGO_TARGET_DIR=$root/target-cross
 cd "$root"
 if [ "$mode" = --tests ]; then
   [ "$arch" = aarch64 ] || { echo "cross-build: --tests is for aarch64" >&2; exit 1; }
+  # The build's output goes to stderr through the inherited descriptor: `tee /dev/stderr`
+  # reopens the file behind it and, when stderr is a log file, truncates everything before.
   built=$(/usr/bin/cargo test --release --target "$triple" -p vessel-runtime --lib --test display --test large_blocks \
-    --test int8_agreement --no-run 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+    --test int8_agreement --no-run 2>&1 | tee >(cat >&2) | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
   [ -n "$built" ] || { echo "cross-build: no test binaries were built" >&2; exit 1; }
   # shellcheck disable=SC2086 # one path per word
   "$root/scripts/vm-test.sh" aarch64 --tests $built

@@ -73,8 +73,8 @@ pub fn average_checkpoints(inputs: &[PathBuf], out: &Path) -> Result<TrainState>
         let loaded = checkpoint::load::<TrainState>(path)?;
         let (config, size) = (&loaded.state.options.model, loaded.state.options.input_size);
         // Every earlier input matched the first, so the previous one stands for it.
-        if let Some(first) = &state {
-            let (first_config, first_size) = (&first.options.model, first.options.input_size);
+        if let Some(previous) = &state {
+            let (first_config, first_size) = (&previous.options.model, previous.options.input_size);
             if first_config != config || first_size != size {
                 bail!(
                     "{}: its model ({config:?}, input {size}) differs from {}'s ({first_config:?}, input {first_size})",

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use vessel_runtime::engine::Engine;
-use vessel_runtime::model_file::{ModelFile, Precision};
+use vessel_runtime::model_file::{content_hash, ModelFile, Precision};
 use vessel_trainer::data::{Dataset, Split, StareProtocol};
 use vessel_trainer::eval::evaluate;
+use vessel_trainer::export::{fold_operating_point, nnef_f32};
+use vessel_trainer::import::import_model;
 
 // tract's AMX int8 kernel reads past its buffers: large blocks get readable bytes after them.
 #[global_allocator]
@@ -53,6 +55,28 @@ fn shipped_stare_models_reproduce_their_recorded_scores() {
         protocol,
     };
     check_model_pair("stare", &dataset, 4);
+}
+
+/// Each shipped f32 model read back into weights (`vessel-train import`) and exported again
+/// at its operating point is the same model, bit for bit: a run that starts from a shipped
+/// model (`train --init-from` an imported checkpoint) starts from exactly what ships.
+#[test]
+fn shipped_f32_models_import_and_export_again_unchanged() {
+    for prefix in ["drive", "stare"] {
+        let path = models_dir().join(format!("{prefix}-f32.nnef.tgz"));
+        let meta = ModelFile::read(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .metadata;
+        let mut model = import_model(&path).unwrap_or_else(|e| panic!("{e}")).model;
+        if let Some(point) = meta.operating_point {
+            model = fold_operating_point(model, point, meta.threshold).unwrap();
+        }
+        assert_eq!(
+            content_hash(&nnef_f32(&model)),
+            meta.content_hash,
+            "{prefix}-f32 exported again"
+        );
+    }
 }
 
 /// `models/{prefix}-f32` and `-int8`: hash, size, recorded scores on `dataset`'s test

@@ -41,11 +41,22 @@ impl ModuleMapper for Replace {
     }
 }
 
+/// A model's float parameters: (shape, values) each, in the module's visiting order.
+pub type Parameters = Vec<(Vec<usize>, Vec<f32>)>;
+
 /// Every float parameter of `model` (shape, values), in its visiting order.
-pub fn parameters(model: &SaUnetV2) -> Vec<(Vec<usize>, Vec<f32>)> {
+pub fn parameters(model: &SaUnetV2) -> Parameters {
     let mut collect = Collect::default();
     model.visit(&mut collect);
     collect.tensors
+}
+
+/// `model` with its float parameters replaced, in visiting order, by `tensors` (shape,
+/// values) — the inverse of [`parameters`].
+pub fn with_parameters(model: SaUnetV2, tensors: Parameters) -> SaUnetV2 {
+    model.map(&mut Replace {
+        tensors: tensors.into_iter(),
+    })
 }
 
 /// The element-wise mean of the weights in `inputs` (at least two checkpoints of one
@@ -109,9 +120,7 @@ pub fn average_checkpoints(inputs: &[PathBuf], out: &Path) -> Result<TrainState>
         .collect::<Vec<_>>();
     let mut state = state.expect("at least two inputs");
     state.averaged_from = sources;
-    let model = SaUnetV2::new(&state.options.model, &device).map(&mut Replace {
-        tensors: mean.into_iter(),
-    });
+    let model = with_parameters(SaUnetV2::new(&state.options.model, &device), mean);
     checkpoint::save(out, &state, model, None)
         .with_context(|| format!("writing the averaged checkpoint {}", out.display()))?;
     Ok(state)

@@ -688,8 +688,7 @@ pub fn fold_operating_point(
             "--operating-point must be between 0 and 1 (exclusive), got {operating_point}"
         );
     }
-    let logit = |p: f32| (p / (1.0 - p)).ln();
-    let shift = logit(operating_point) - logit(threshold);
+    let shift = operating_point_shift(operating_point, threshold);
     let bias = model
         .head
         .bias
@@ -697,6 +696,12 @@ pub fn fold_operating_point(
         .ok_or_else(|| anyhow::anyhow!("the model's head has no bias to shift"))?;
     model.head.bias = Some(Param::from_tensor(bias.val().sub_scalar(shift)));
     Ok(model)
+}
+
+/// What [`fold_operating_point`] subtracts from the head's bias: logit(p) − logit(t).
+pub fn operating_point_shift(operating_point: f32, threshold: f32) -> f32 {
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    logit(operating_point) - logit(threshold)
 }
 
 /// What `vessel-train export` did.

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod loss;
 pub mod model;
 pub mod plot;

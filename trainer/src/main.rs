@@ -181,6 +181,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Read an f32 model file written by `export` (a shipped model, say) back into a
+    /// checkpoint: weights, with the operating point unfolded, and no optimiser state. A
+    /// start for `train --init-from` when the run's own checkpoints are gone; it evaluates
+    /// and exports like any checkpoint.
+    Import {
+        /// The f32 model file (`.nnef.tgz` archive or directory).
+        #[arg(long)]
+        model: PathBuf,
+        /// The checkpoint to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the model's per-layer parameter table and total.
     Summary,
     /// Measure training throughput (seconds per image-step, peak memory).
@@ -223,6 +235,16 @@ fn run(cli: Cli) -> Result<()> {
                 "wrote {}: the mean of {}",
                 out.display(),
                 state.averaged_from.join(", ")
+            );
+        }
+        Command::Import { model, out } => {
+            let state = vessel_trainer::import::import_to_checkpoint(&model, &out)?;
+            println!(
+                "wrote {}: {}, input {}, threshold {}",
+                out.display(),
+                state.origin(),
+                state.options.input_size,
+                state.options.threshold
             );
         }
         Command::Summary => {

@@ -45,6 +45,24 @@ impl Default for SaUnetConfig {
     }
 }
 
+impl SaUnetConfig {
+    /// True when `other` has the same weights (shapes and meaning): the settings other than
+    /// DropBlock's, which only shape training.
+    pub fn same_weights(&self, other: &Self) -> bool {
+        (
+            self.in_channels,
+            self.base_width,
+            self.groups,
+            self.attention_kernel,
+        ) == (
+            other.in_channels,
+            other.base_width,
+            other.groups,
+            other.attention_kernel,
+        )
+    }
+}
+
 /// DropBlock (Ghiasi et al. 2018): zeroes square blocks of a feature map while training and
 /// rescales the rest; the identity at inference.
 #[derive(Module, Debug)]

@@ -137,12 +137,30 @@ pub struct EpochRecord {
 /// Reduce-on-plateau and early-stopping bookkeeping over a score to maximise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Patience {
+    /// −∞ before the first epoch (written as `null`: JSON has no infinities).
+    #[serde(with = "score_or_null")]
     pub best: f64,
     pub best_epoch: usize,
     /// Epochs since the best, for the LR plateau (reset when the LR is cut).
     pub plateau_wait: usize,
     /// Epochs since the best, for early stopping.
     pub stop_wait: usize,
+}
+
+/// A score that may be −∞, as JSON: `null` for −∞.
+mod score_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(score: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match score.is_finite() {
+            true => s.serialize_some(score),
+            false => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+    }
 }
 
 /// What one epoch's score means for the run.
@@ -154,7 +172,7 @@ pub struct Verdict {
 }
 
 impl Patience {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             best: f64::NEG_INFINITY,
             best_epoch: 0,
@@ -201,14 +219,26 @@ pub struct TrainState {
     /// the mean of ("PATH (epoch N)"); empty for a run's own checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub averaged_from: Vec<String>,
+    /// For a checkpoint made by `vessel-train import`: the model file it was read from
+    /// ("PATH (sha256:…)"); its history is not in the file, so `history` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 impl TrainState {
     /// What a run's weights were trained on, for runs that start from them: "DATASET (N epochs)".
     pub fn origin(&self) -> String {
+        let imported = self
+            .imported_from
+            .as_ref()
+            .map(|file| format!(", imported from {file}"))
+            .unwrap_or_default();
         match self.averaged_weights() {
-            None => format!("{} ({} epochs)", self.options.dataset, self.epochs_done),
-            Some(mean) => format!("{} ({mean})", self.options.dataset),
+            None => format!(
+                "{} ({} epochs{imported})",
+                self.options.dataset, self.epochs_done
+            ),
+            Some(mean) => format!("{} ({mean}{imported})", self.options.dataset),
         }
     }
 
@@ -375,6 +405,7 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
             history: Vec::new(),
             finished: false,
             averaged_from: Vec::new(),
+            imported_from: None,
         };
         (model, AdamConfig::new().init(), state)
     };
@@ -509,7 +540,8 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
 fn init_weights(model: SaUnetV2, path: &Path, config: &SaUnetConfig) -> Result<(SaUnetV2, String)> {
     let loaded = checkpoint::load::<TrainState>(path)
         .with_context(|| format!("--init-from {}", path.display()))?;
-    if &loaded.state.options.model != config {
+    // DropBlock settings may differ: this run regularises as it is told.
+    if !loaded.state.options.model.same_weights(config) {
         bail!(
             "--init-from {}: its model ({:?}) differs from this run's ({:?})",
             path.display(),

@@ -184,6 +184,20 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         "{err}"
     );
 
+    let (code, err) = run(&[
+        "import",
+        "--model",
+        ckpt.to_str().unwrap(),
+        "--out",
+        dir.join("imported.ckpt").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("junk.ckpt") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!dir.join("imported.ckpt").exists());
+
     let (code, err) = run(&["bench", "--size", "30"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("multiple of 8"), "{err}");

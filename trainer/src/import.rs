@@ -113,15 +113,21 @@ pub fn import_to_checkpoint(model: &Path, out: &Path) -> Result<TrainState, Impo
 /// first conv, the attention kernel from the bottleneck's; the group count is the one whose
 /// graph text matches. Training-only settings (DropBlock) are the defaults.
 fn architecture_of(file: &ModelFile) -> Result<SaUnetConfig, ImportError> {
-    let first = read_dat(file, "enc1_first_conv_weight.dat")?.0;
-    let attention = read_dat(file, "bottleneck_sa_weight.dat")?.0;
-    let (&[width, channels, _, _], &[_, _, kernel, _]) = (&first[..], &attention[..]) else {
+    let conv_shape = |entry: &str| -> Result<[usize; 4], ImportError> {
+        let shape = read_dat(file, entry)?.0;
+        shape
+            .try_into()
+            .map_err(|_| tensor_error(file, entry, "not a 4-d conv weight"))
+    };
+    let [width, channels, _, _] = conv_shape("enc1_first_conv_weight.dat")?;
+    let [_, _, kernel, _] = conv_shape("bottleneck_sa_weight.dat")?;
+    if width == 0 || channels == 0 || kernel == 0 {
         return Err(tensor_error(
             file,
             "enc1_first_conv_weight.dat",
-            "not a 4-d conv weight",
+            "a conv weight with an empty dimension",
         ));
-    };
+    }
     let base = SaUnetConfig {
         in_channels: channels,
         base_width: width,

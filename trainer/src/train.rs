@@ -152,9 +152,10 @@ mod score_or_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(score: &f64, s: S) -> Result<S::Ok, S::Error> {
-        match score.is_finite() {
-            true => s.serialize_some(score),
-            false => s.serialize_none(),
+        if score.is_finite() {
+            s.serialize_some(score)
+        } else {
+            s.serialize_none()
         }
     }
 

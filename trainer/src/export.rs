@@ -30,6 +30,10 @@ use crate::model::{ConvBlock, ConvUnit, DecoderLevel, SaUnetConfig, SaUnetV2};
 /// An NNEF model in memory: entry name → bytes (`graph.nnef`, `*.dat`).
 pub type NnefEntries = BTreeMap<String, Vec<u8>>;
 
+/// NNEF `.dat` files start with this magic, and their data with byte `DAT_HEADER`.
+const DAT_MAGIC: [u8; 2] = [0x4e, 0xef];
+const DAT_HEADER: usize = 128;
+
 /// Encodes a tensor in NNEF's `.dat` format: 128-byte header (magic, version 1.0, data
 /// size, rank, 8 dims, bits per item, item type, vendor), then little-endian data.
 /// Item types: 0 float, 3 quantised signed integer, 4 signed integer.
@@ -40,8 +44,9 @@ fn dat(shape: &[usize], count: usize, bits: u32, item_type: u16, data: &[u8]) ->
         count,
         "shape and data disagree"
     );
-    let mut out = Vec::with_capacity(128 + data.len());
-    out.extend_from_slice(&[0x4e, 0xef, 1, 0]);
+    let mut out = Vec::with_capacity(DAT_HEADER + data.len());
+    out.extend_from_slice(&DAT_MAGIC);
+    out.extend_from_slice(&[1, 0]); // version 1.0
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
     for i in 0..8 {
@@ -50,9 +55,38 @@ fn dat(shape: &[usize], count: usize, bits: u32, item_type: u16, data: &[u8]) ->
     out.extend_from_slice(&bits.to_le_bytes());
     out.extend_from_slice(&item_type.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes()); // vendor: Khronos
-    out.resize(128, 0);
+    out.resize(DAT_HEADER, 0);
     out.extend_from_slice(data);
     out
+}
+
+/// Decodes a `.dat` holding f32 (what [`dat_f32`] writes): shape and values, or why not.
+pub(crate) fn parse_dat_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if bytes.len() < DAT_HEADER || bytes[..2] != DAT_MAGIC {
+        return Err("not an NNEF tensor file (bad header)".into());
+    }
+    let (data_len, rank) = (word(4) as usize, word(8) as usize);
+    let (bits, item_type) = (word(44), u16::from_le_bytes([bytes[48], bytes[49]]));
+    if (bits, item_type) != (32, 0) || rank > 8 {
+        return Err(format!(
+            "not an f32 tensor ({bits}-bit items of type {item_type}, rank {rank})"
+        ));
+    }
+    let shape: Vec<usize> = (0..rank).map(|i| word(12 + 4 * i) as usize).collect();
+    let count: usize = shape.iter().product();
+    if data_len != 4 * count || bytes.len() != DAT_HEADER + data_len {
+        return Err(format!(
+            "{} data bytes for shape {shape:?} (needs {})",
+            bytes.len().saturating_sub(DAT_HEADER),
+            4 * count
+        ));
+    }
+    let values = bytes[DAT_HEADER..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    Ok((shape, values))
 }
 
 /// An f32 tensor as `.dat`.
@@ -679,7 +713,7 @@ fn trained_on(state: &crate::train::TrainState) -> String {
 /// logit(t)); with t = ½ (logit 0), exactly ⇔ σ(z + b) ≥ p. Probabilities stay monotone, so
 /// AUC is unchanged.
 pub fn fold_operating_point(
-    mut model: SaUnetV2,
+    model: SaUnetV2,
     operating_point: f32,
     threshold: f32,
 ) -> anyhow::Result<SaUnetV2> {
@@ -688,20 +722,22 @@ pub fn fold_operating_point(
             "--operating-point must be between 0 and 1 (exclusive), got {operating_point}"
         );
     }
-    let shift = operating_point_shift(operating_point, threshold);
-    let bias = model
-        .head
-        .bias
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("the model's head has no bias to shift"))?;
-    model.head.bias = Some(Param::from_tensor(bias.val().sub_scalar(shift)));
-    Ok(model)
+    shift_head_bias(model, -operating_point_shift(operating_point, threshold))
+        .ok_or_else(|| anyhow::anyhow!("the model's head has no bias to shift"))
 }
 
 /// What [`fold_operating_point`] subtracts from the head's bias: logit(p) − logit(t).
-pub fn operating_point_shift(operating_point: f32, threshold: f32) -> f32 {
+pub(crate) fn operating_point_shift(operating_point: f32, threshold: f32) -> f32 {
     let logit = |p: f32| (p / (1.0 - p)).ln();
     logit(operating_point) - logit(threshold)
+}
+
+/// `model` with `delta` added to its head's bias; `None` for a head without bias. (Adding
+/// −s is bit for bit subtracting s, so a fold and its undo share this.)
+pub(crate) fn shift_head_bias(mut model: SaUnetV2, delta: f32) -> Option<SaUnetV2> {
+    let bias = model.head.bias.take()?;
+    model.head.bias = Some(Param::from_tensor(bias.val().add_scalar(delta)));
+    Some(model)
 }
 
 /// What `vessel-train export` did.

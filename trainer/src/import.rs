@@ -14,13 +14,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-
 use vessel_runtime::model_file::{ModelFile, ModelFileError, ModelMetadata, Precision};
 use vessel_runtime::preprocess::Normalization;
 
 use crate::average::{parameters, with_parameters, Parameters};
-use crate::export::{nnef_f32, operating_point_shift, NnefEntries};
+use crate::export::{nnef_f32, operating_point_shift, parse_dat_f32, shift_head_bias, NnefEntries};
 use crate::model::{SaUnetConfig, SaUnetV2};
 use crate::train::{Patience, TrainOptions, TrainState};
 
@@ -74,26 +72,19 @@ pub fn import_model(path: &Path) -> Result<Imported, ImportError> {
             "input {side}x{other}: the trainer's canvas is square"
         )));
     }
-    let config = architecture_of(&file)?;
-    let device = crate::backend::inference_device();
-    let shapes: Vec<Vec<usize>> = parameters(&SaUnetV2::new(&config, &device))
-        .into_iter()
-        .map(|(shape, _)| shape)
-        .collect();
-    let values = read_parameters(&file, &probe_entries(&config, &shapes), &shapes)?;
-    let mut model = with_parameters(SaUnetV2::new(&config, &device), values);
+    let probe = probe_of(&file)?;
+    let values = read_parameters(&file, &probe)?;
+    let mut model = with_parameters(probe.model, values);
     if let Some(point) = meta.operating_point {
         // The export subtracted the shift from the head's bias; add it back, so the
         // checkpoint's threshold means what it meant in training.
-        let shift = operating_point_shift(point, meta.threshold);
-        let bias = model.head.bias.take().ok_or_else(|| {
-            unsupported("the operating point is folded into a head without bias".into())
-        })?;
-        model.head.bias = Some(Param::from_tensor(bias.val().add_scalar(shift)));
+        model = shift_head_bias(model, operating_point_shift(point, meta.threshold)).ok_or_else(
+            || unsupported("the operating point is folded into a head without bias".into()),
+        )?;
     }
     Ok(Imported {
         model,
-        state: state_of(path, meta, config),
+        state: state_of(path, meta, probe.config),
     })
 }
 
@@ -109,10 +100,49 @@ pub fn import_to_checkpoint(model: &Path, out: &Path) -> Result<TrainState, Impo
     Ok(imported.state)
 }
 
-/// The architecture the file's tensors describe: input channels and base width from the
-/// first conv, the attention kernel from the bottleneck's; the group count is the one whose
-/// graph text matches. Training-only settings (DropBlock) are the defaults.
-fn architecture_of(file: &ModelFile) -> Result<SaUnetConfig, ImportError> {
+/// The probe for a model file: a model of the architecture the file's tensors describe
+/// whose parameter elements hold their own index + 1, its export, and its parameters'
+/// shapes.
+struct Probe {
+    config: SaUnetConfig,
+    model: SaUnetV2,
+    entries: NnefEntries,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl Probe {
+    fn new(config: SaUnetConfig) -> Self {
+        let model = SaUnetV2::new(&config, &crate::backend::inference_device());
+        let mut next = 0u32;
+        let indexed: Parameters = parameters(&model)
+            .into_iter()
+            .map(|(shape, values)| {
+                let marks = values
+                    .iter()
+                    .map(|_| {
+                        next += 1;
+                        next as f32
+                    })
+                    .collect();
+                (shape, marks)
+            })
+            .collect();
+        let shapes = indexed.iter().map(|(shape, _)| shape.clone()).collect();
+        let model = with_parameters(model, indexed);
+        let entries = nnef_f32(&model);
+        Self {
+            config,
+            model,
+            entries,
+            shapes,
+        }
+    }
+}
+
+/// The probe whose graph text is the file's: input channels and base width from the first
+/// conv, the attention kernel from the bottleneck's, the group count searched. Training-only
+/// settings (DropBlock) are the defaults.
+fn probe_of(file: &ModelFile) -> Result<Probe, ImportError> {
     let conv_shape = |entry: &str| -> Result<[usize; 4], ImportError> {
         let shape = read_dat(file, entry)?.0;
         shape
@@ -134,17 +164,16 @@ fn architecture_of(file: &ModelFile) -> Result<SaUnetConfig, ImportError> {
         attention_kernel: kernel,
         ..SaUnetConfig::default()
     };
-    let graph = file.entries.get("graph.nnef").map(Vec::as_slice);
+    let graph = file.entries.get("graph.nnef");
     // The default group count first; then any other that divides every level's width.
     let candidates = std::iter::once(base.groups).chain((1..=width).filter(|&g| g != base.groups));
     for groups in candidates.filter(|&g| width % g == 0) {
-        let config = SaUnetConfig {
+        let probe = Probe::new(SaUnetConfig {
             groups,
             ..base.clone()
-        };
-        let probe = nnef_f32(&SaUnetV2::new(&config, &crate::backend::inference_device()));
-        if probe.get("graph.nnef").map(Vec::as_slice) == graph {
-            return Ok(config);
+        });
+        if probe.entries.get("graph.nnef") == graph {
+            return Ok(probe);
         }
     }
     Err(ImportError::Unsupported {
@@ -156,35 +185,13 @@ fn architecture_of(file: &ModelFile) -> Result<SaUnetConfig, ImportError> {
     })
 }
 
-/// The export of a model whose parameter elements hold their own index + 1.
-fn probe_entries(config: &SaUnetConfig, shapes: &[Vec<usize>]) -> NnefEntries {
-    let mut next = 0u32;
-    let indexed = shapes
-        .iter()
-        .map(|shape| {
-            let values = (0..shape.iter().product::<usize>())
-                .map(|_| {
-                    next += 1;
-                    next as f32
-                })
-                .collect();
-            (shape.clone(), values)
-        })
-        .collect();
-    let device = crate::backend::inference_device();
-    nnef_f32(&with_parameters(SaUnetV2::new(config, &device), indexed))
-}
-
-/// Every parameter (shape, values) of `shapes`, in visiting order, read from `file` at the
-/// positions the probe marks.
-fn read_parameters(
-    file: &ModelFile,
-    probe: &NnefEntries,
-    shapes: &[Vec<usize>],
-) -> Result<Parameters, ImportError> {
+/// Every parameter (shape, values) of the probe's model, in visiting order, read from `file`
+/// at the positions the probe marks.
+fn read_parameters(file: &ModelFile, probe: &Probe) -> Result<Parameters, ImportError> {
     let mut found: BTreeMap<usize, f32> = BTreeMap::new();
-    for (entry, probe_bytes) in probe.iter().filter(|(n, _)| n.ends_with(".dat")) {
-        let (probe_shape, marks) = parse_dat(probe_bytes).expect("the exporter writes f32 .dat");
+    for (entry, probe_bytes) in probe.entries.iter().filter(|(n, _)| n.ends_with(".dat")) {
+        let (probe_shape, marks) =
+            parse_dat_f32(probe_bytes).expect("the exporter writes f32 .dat");
         let (shape, values) = read_dat(file, entry)?;
         if shape != probe_shape {
             return Err(tensor_error(
@@ -210,7 +217,11 @@ fn read_parameters(
         }
     }
     // The marks are 1..=needed, so finding `needed` of them is finding all.
-    let needed: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let needed: usize = probe
+        .shapes
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
     if found.len() != needed {
         return Err(ImportError::Unsupported {
             path: file.path.clone(),
@@ -221,7 +232,8 @@ fn read_parameters(
         });
     }
     let mut values = found.into_values();
-    Ok(shapes
+    Ok(probe
+        .shapes
         .iter()
         .map(|shape| {
             let n = shape.iter().product();
@@ -236,36 +248,7 @@ fn read_dat(file: &ModelFile, entry: &str) -> Result<(Vec<usize>, Vec<f32>), Imp
         .entries
         .get(entry)
         .ok_or_else(|| tensor_error(file, entry, "missing"))?;
-    parse_dat(bytes).map_err(|reason| tensor_error(file, entry, &reason))
-}
-
-/// Decodes an NNEF `.dat` holding f32 (the layout `export::dat_f32` writes).
-fn parse_dat(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
-    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    if bytes.len() < 128 || bytes[..2] != [0x4e, 0xef] {
-        return Err("not an NNEF tensor file (bad header)".into());
-    }
-    let (data_len, rank) = (word(4) as usize, word(8) as usize);
-    let (bits, item_type) = (word(44), u16::from_le_bytes([bytes[48], bytes[49]]));
-    if (bits, item_type) != (32, 0) || rank > 8 {
-        return Err(format!(
-            "not an f32 tensor ({bits}-bit items of type {item_type}, rank {rank})"
-        ));
-    }
-    let shape: Vec<usize> = (0..rank).map(|i| word(12 + 4 * i) as usize).collect();
-    let count: usize = shape.iter().product();
-    if data_len != 4 * count || bytes.len() != 128 + data_len {
-        return Err(format!(
-            "{} data bytes for shape {shape:?} (needs {})",
-            bytes.len().saturating_sub(128),
-            4 * count
-        ));
-    }
-    let values = bytes[128..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .collect();
-    Ok((shape, values))
+    parse_dat_f32(bytes).map_err(|reason| tensor_error(file, entry, &reason))
 }
 
 fn tensor_error(file: &ModelFile, entry: &str, reason: &str) -> ImportError {

@@ -5,19 +5,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use vessel_trainer::average::{average_checkpoints, parameters};
+use vessel_trainer::average::{average_checkpoints, Parameters};
 use vessel_trainer::checkpoint;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::model::SaUnetV2;
 use vessel_trainer::train::{self, TrainState};
 
-fn weights(ckpt: &Path) -> Vec<(Vec<usize>, Vec<f32>)> {
-    let device = vessel_trainer::backend::inference_device();
-    let c = checkpoint::load::<TrainState>(ckpt).unwrap();
-    parameters(
-        &c.load_model(SaUnetV2::new(&c.state.options.model, &device))
-            .unwrap(),
-    )
+fn weights(ckpt: &Path) -> Parameters {
+    common::checkpoint_weights(ckpt).1
 }
 
 /// Two one-epoch runs of the tiny recipe from different seeds: different weights.

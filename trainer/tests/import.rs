@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use vessel_runtime::model_file::{ModelFile, Precision};
-use vessel_trainer::average::{parameters, with_parameters, Parameters};
+use vessel_trainer::average::{parameters, with_parameters};
 use vessel_trainer::checkpoint;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::export::{
@@ -58,15 +58,6 @@ fn export(model: &SaUnetV2, dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn weights(ckpt: &Path) -> (TrainState, Parameters) {
-    let device = vessel_trainer::backend::inference_device();
-    let c = checkpoint::load::<TrainState>(ckpt).unwrap();
-    let model = c
-        .load_model(SaUnetV2::new(&c.state.options.model, &device))
-        .unwrap();
-    (c.state, parameters(&model))
-}
-
 #[test]
 fn import_restores_the_exported_weights_and_starts_a_run() {
     let dir = common::temp_dir("import");
@@ -75,7 +66,7 @@ fn import_restores_the_exported_weights_and_starts_a_run() {
     let ckpt = dir.join("imported.ckpt");
     let state = import_to_checkpoint(&file, &ckpt).unwrap();
 
-    let (saved, imported) = weights(&ckpt);
+    let (saved, imported) = common::checkpoint_weights(&ckpt);
     let original = parameters(&model);
     assert_eq!(imported.len(), original.len());
     // The head's bias (the last parameter) went through the fold and back: f32 rounding.

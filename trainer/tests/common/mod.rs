@@ -89,3 +89,21 @@ pub fn new_run<'a>(
         progress: false,
     }
 }
+
+/// A checkpoint's training state and its model's parameters (visiting order).
+pub fn checkpoint_weights(
+    ckpt: &Path,
+) -> (
+    vessel_trainer::train::TrainState,
+    vessel_trainer::average::Parameters,
+) {
+    let device = vessel_trainer::backend::inference_device();
+    let c = vessel_trainer::checkpoint::load::<vessel_trainer::train::TrainState>(ckpt).unwrap();
+    let model = c
+        .load_model(vessel_trainer::model::SaUnetV2::new(
+            &c.state.options.model,
+            &device,
+        ))
+        .unwrap();
+    (c.state, vessel_trainer::average::parameters(&model))
+}

@@ -51,6 +51,25 @@ pub fn parameters(model: &SaUnetV2) -> Parameters {
     collect.tensors
 }
 
+/// `model`'s parameter shapes (visiting order) with element k, counted from 1 across all of
+/// them, set to `value(k)`: a model whose every weight is told apart by its position.
+pub fn numbered_parameters(model: &SaUnetV2, mut value: impl FnMut(u32) -> f32) -> Parameters {
+    let mut k = 0u32;
+    parameters(model)
+        .into_iter()
+        .map(|(shape, values)| {
+            let numbered = values
+                .iter()
+                .map(|_| {
+                    k += 1;
+                    value(k)
+                })
+                .collect();
+            (shape, numbered)
+        })
+        .collect()
+}
+
 /// `model` with its float parameters replaced, in visiting order, by `tensors` (shape,
 /// values) — the inverse of [`parameters`].
 pub fn with_parameters(model: SaUnetV2, tensors: Parameters) -> SaUnetV2 {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use vessel_runtime::model_file::{ModelFile, ModelFileError, ModelMetadata, Precision};
 use vessel_runtime::preprocess::Normalization;
 
-use crate::average::{parameters, with_parameters, Parameters};
+use crate::average::{numbered_parameters, with_parameters, Parameters};
 use crate::export::{nnef_f32, operating_point_shift, parse_dat_f32, shift_head_bias, NnefEntries};
 use crate::model::{SaUnetConfig, SaUnetV2};
 use crate::train::{Patience, TrainOptions, TrainState};
@@ -113,20 +113,7 @@ struct Probe {
 impl Probe {
     fn new(config: SaUnetConfig) -> Self {
         let model = SaUnetV2::new(&config, &crate::backend::inference_device());
-        let mut next = 0u32;
-        let indexed: Parameters = parameters(&model)
-            .into_iter()
-            .map(|(shape, values)| {
-                let marks = values
-                    .iter()
-                    .map(|_| {
-                        next += 1;
-                        next as f32
-                    })
-                    .collect();
-                (shape, marks)
-            })
-            .collect();
+        let indexed = numbered_parameters(&model, |k| k as f32);
         let shapes = indexed.iter().map(|(shape, _)| shape.clone()).collect();
         let model = with_parameters(model, indexed);
         let entries = nnef_f32(&model);

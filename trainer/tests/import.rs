@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use vessel_runtime::model_file::{ModelFile, Precision};
-use vessel_trainer::average::{parameters, with_parameters};
+use vessel_trainer::average::{numbered_parameters, parameters, with_parameters};
 use vessel_trainer::checkpoint;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::export::{
@@ -31,20 +31,9 @@ fn config() -> SaUnetConfig {
 fn distinct_model() -> SaUnetV2 {
     let device = vessel_trainer::backend::inference_device();
     let model = SaUnetV2::new(&config(), &device);
-    let mut k = 0u32;
-    let values = parameters(&model)
-        .into_iter()
-        .map(|(shape, data)| {
-            let data = data
-                .iter()
-                .map(|_| {
-                    k += 1;
-                    (k.wrapping_mul(2_654_435_761) % 20_011) as f32 / 10_000.0 - 1.0
-                })
-                .collect();
-            (shape, data)
-        })
-        .collect();
+    let values = numbered_parameters(&model, |k| {
+        (k.wrapping_mul(2_654_435_761) % 20_011) as f32 / 10_000.0 - 1.0
+    });
     with_parameters(model, values)
 }
 

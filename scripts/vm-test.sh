@@ -155,10 +155,12 @@ if [ -d /tests ]; then
 else
 cd /
 cd /
+: > /tmp/vessel.out
 /vessel camera --board qemu-vm --frames $frames --shutter-at 2 --save-dir /captures --report-screen --no-keyboard > /tmp/vessel.out 2>&1 &
 pid=\$!
 # Hot-unplug the camera after the second frame and plug it back 4 s later: the program must
 # say so, wait, reopen it and go on (with 6 frames, the last ones come from the reopened camera).
+# (The log exists before the program starts, so the count is a number from the first look.)
 i=0; while [ "\$(grep -c '^frame ' /tmp/vessel.out)" -lt 2 ] && kill -0 \$pid 2>/dev/null; do sleep 0.2; done
 if kill -0 \$pid 2>/dev/null; then
   echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind && echo VESSEL-UNPLUGGED

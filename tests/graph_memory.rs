@@ -16,6 +16,7 @@ use indicatif::ProgressBar;
 use vessel_runtime::alloc_count::{self, CountingAllocator};
 use vessel_runtime::engine::Engine;
 use vessel_runtime::large_blocks::{self, KEEP_SLACK};
+use vessel_runtime::tta::Tta;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
 use vessel_trainer::model::SaUnetConfig;
@@ -92,7 +93,7 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
     let ckpt = run.join("last.ckpt");
     let bar = ProgressBar::hidden();
     let f32_path = run.join("f32.nnef.tgz");
-    export::export_checkpoint(&ckpt, &f32_path, None, None, None, &bar).unwrap();
+    export::export_checkpoint(&ckpt, &f32_path, None, None, None, Tta::None, &bar).unwrap();
     let int8_path = run.join("int8.nnef.tgz");
     let request = Int8Request {
         method: Calibration::Percentile,
@@ -100,7 +101,16 @@ fn a_frame_needs_fewer_than_four_full_resolution_feature_maps() {
         dataset: "synthetic".into(),
         samples: &samples,
     };
-    export::export_checkpoint(&ckpt, &int8_path, Some(request), None, None, &bar).unwrap();
+    export::export_checkpoint(
+        &ckpt,
+        &int8_path,
+        Some(request),
+        None,
+        None,
+        Tta::None,
+        &bar,
+    )
+    .unwrap();
 
     // One full-resolution feature map: base width × side² f32.
     let map = base_width * (SIDE * SIDE) as usize * 4;

@@ -8,6 +8,7 @@ mod common;
 use indicatif::ProgressBar;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::model_file::{ModelFile, Precision};
+use vessel_runtime::tta::Tta;
 use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::eval::Predictor;
 use vessel_trainer::export::{self, Calibration, Int8Request, Int8Scope};
@@ -34,7 +35,7 @@ fn int8_masks_agree_with_f32() {
     let ckpt = run.join("best.ckpt");
     let bar = ProgressBar::hidden();
     let f32_path = run.join("f32.nnef.tgz");
-    export::export_checkpoint(&ckpt, &f32_path, None, None, None, &bar).unwrap();
+    export::export_checkpoint(&ckpt, &f32_path, None, None, None, Tta::None, &bar).unwrap();
     // Fourteen 3×3 convs; the first conv of each of the three decoder blocks is written as
     // two (one per concatenated input), so 17 int8 convs in all, 12 below full resolution.
     for (method, scope, quantised_convs) in [
@@ -49,8 +50,16 @@ fn int8_masks_agree_with_f32() {
             dataset: "synthetic".into(),
             samples: &samples,
         };
-        let out =
-            export::export_checkpoint(&ckpt, &int8_path, Some(request), None, None, &bar).unwrap();
+        let out = export::export_checkpoint(
+            &ckpt,
+            &int8_path,
+            Some(request),
+            None,
+            None,
+            Tta::None,
+            &bar,
+        )
+        .unwrap();
         assert_eq!(out.metadata.precision, Precision::Int8);
         assert!(out
             .metadata

@@ -121,6 +121,7 @@ fn check_model_pair(prefix: &str, dataset: &Dataset, test_images: usize) {
             &samples,
             &dataset.describe(),
             threshold,
+            vessel_runtime::tta::Tta::None,
             &[],
             None,
             &ProgressBar::hidden(),

@@ -5,7 +5,8 @@
 //! - [`image_io`]: decoding fundus images and binary label/FOV masks (by content, not name);
 //! - [`preprocess`]: padding to the network's size, normalisation, cropping back;
 //! - [`fov`]: deriving a field-of-view mask from an image when a dataset ships none;
-//! - [`metrics`]: the field's segmentation metrics (confusion counts, F1, MCC, AUC …).
+//! - [`metrics`]: the field's segmentation metrics (confusion counts, F1, MCC, AUC …);
+//! - [`tta`]: test-time augmentation (flipped copies, averaged probabilities).
 //!
 //! A camera frame's path through the device program, module by module:
 //! [`device::capture`] → [`preprocess`] → [`engine`] → [`postprocess`] → [`display`]
@@ -34,3 +35,4 @@ pub mod model_file;
 pub mod pixel_format;
 pub mod postprocess;
 pub mod system_info;
+pub mod tta;

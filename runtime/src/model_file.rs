@@ -67,12 +67,21 @@ pub struct ModelMetadata {
     /// test images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operating_point: Option<f32>,
-    /// Training dataset and protocol.
+    /// Training dataset and protocol: one short sentence (every run prints it).
     pub trained_on: String,
+    /// Where the weights came from, one step a line, oldest last: the checkpoint a run was
+    /// fine-tuned from, the model file a checkpoint was imported from, the checkpoints
+    /// averaged (empty for a run from a random initialisation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
     pub epochs: usize,
     /// How activations were calibrated (int8 only).
     pub calibration: Option<String>,
     pub test_metrics: Option<RecordedMetrics>,
+    /// The same test images with flip test-time augmentation (`--tta flips`), where it
+    /// was measured at export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_metrics_tta_flips: Option<RecordedMetrics>,
     /// `sha256:` of the model's content (every entry but this metadata).
     pub content_hash: String,
 }

@@ -1,6 +1,6 @@
 //! Training examples: a sample placed on the network canvas through the shared
-//! preprocessing, then seeded on-the-fly augmentation (rotation, flips, colour jitter,
-//! Gaussian noise). The same seed, epoch and sample always give the same example, so a
+//! preprocessing, then seeded on-the-fly augmentation (rotation, flips, colour jitter, the
+//! SA-UNet authors' PIL-style enhancements, Gaussian noise). The same seed, epoch and sample always give the same example, so a
 //! resumed run sees exactly what an uninterrupted one would.
 
 use rand::rngs::StdRng;
@@ -54,6 +54,34 @@ pub struct Augment {
     pub color_jitter: f32,
     /// Gaussian noise with a standard deviation drawn from [0, this] (in [0, 1] units).
     pub noise_std: f32,
+    /// Probability that an example gets the SA-UNet authors' colour copy: PIL's
+    /// `ImageEnhance` saturation, brightness, contrast and sharpness in turn, with factors
+    /// drawn from their ranges (`AUTHORS_ENHANCE`), after the jitter above.
+    #[serde(default)]
+    pub authors_colour: f32,
+}
+
+/// The factor ranges of the authors' colour copies (their `keras_dataAug.py`), in the order
+/// they are applied: saturation, brightness, contrast, sharpness.
+pub const AUTHORS_ENHANCE: [(Enhance, f32, f32); 4] = [
+    (Enhance::Saturation, 0.0, 3.0),
+    (Enhance::Brightness, 1.0, 2.0),
+    (Enhance::Contrast, 1.0, 2.0),
+    (Enhance::Sharpness, 0.0, 3.0),
+];
+
+/// One of PIL's `ImageEnhance` operations: the image blended with a degenerate version of
+/// itself, `degenerate + factor · (image − degenerate)`, clipped to [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enhance {
+    /// Degenerate: the image's grey (ITU-R 601 luma).
+    Saturation,
+    /// Degenerate: black.
+    Brightness,
+    /// Degenerate: the mean grey of the image.
+    Contrast,
+    /// Degenerate: the image through PIL's 3×3 smoothing kernel (borders kept).
+    Sharpness,
 }
 
 impl Default for Augment {
@@ -63,6 +91,7 @@ impl Default for Augment {
             flips: true,
             color_jitter: 0.15,
             noise_std: 0.03,
+            authors_colour: 0.0,
         }
     }
 }
@@ -74,6 +103,7 @@ impl Augment {
             flips: false,
             color_jitter: 0.0,
             noise_std: 0.0,
+            authors_colour: 0.0,
         }
     }
 
@@ -134,6 +164,13 @@ impl Augment {
                 *v = v.clamp(0.0, 1.0);
             }
         }
+        // Drawn only when enabled, so runs without it keep their random streams.
+        if self.authors_colour > 0.0 && rng.random_bool(f64::from(self.authors_colour.min(1.0))) {
+            for (op, low, high) in AUTHORS_ENHANCE {
+                let factor = rng.random_range(low..=high);
+                enhance(op, factor, ex.size, &ex.inside, input);
+            }
+        }
     }
 
     /// The output→source coordinate map (a 2×2 matrix about the canvas centre), or `None`
@@ -182,6 +219,71 @@ pub fn random_crop(
         .flat_map(|c| window(&input[c * plane..(c + 1) * plane]))
         .collect();
     (cropped_input, window(label))
+}
+
+/// Applies a PIL-style enhancement to the image pixels (`inside` > 0) of a planar RGB
+/// `size`×`size` canvas in [0, 1]; the padding stays as it is.
+pub fn enhance(op: Enhance, factor: f32, size: usize, inside: &[f32], input: &mut [f32]) {
+    let plane = size * size;
+    let blend = |degenerate: f32, v: f32| (degenerate + factor * (v - degenerate)).clamp(0.0, 1.0);
+    let pixels = || (0..plane).filter(|&i| inside[i] > 0.0);
+    match op {
+        Enhance::Saturation => {
+            for i in pixels() {
+                let g = grey(input, plane, i);
+                for c in 0..3 {
+                    input[c * plane + i] = blend(g, input[c * plane + i]);
+                }
+            }
+        }
+        Enhance::Brightness => {
+            for i in pixels() {
+                for c in 0..3 {
+                    input[c * plane + i] = blend(0.0, input[c * plane + i]);
+                }
+            }
+        }
+        Enhance::Contrast => {
+            let count = pixels().count().max(1) as f32;
+            let mean = pixels().map(|i| grey(input, plane, i)).sum::<f32>() / count;
+            for i in pixels() {
+                for c in 0..3 {
+                    input[c * plane + i] = blend(mean, input[c * plane + i]);
+                }
+            }
+        }
+        Enhance::Sharpness => {
+            // PIL's SMOOTH kernel: 5 at the centre, 1 around, over 13; the outermost ring
+            // of the image keeps its pixels (PIL leaves the border unfiltered), as does any
+            // pixel whose neighbourhood reaches the padding.
+            let source = input.to_vec();
+            for i in pixels() {
+                let (x, y) = (i % size, i / size);
+                if x == 0 || y == 0 || x + 1 == size || y + 1 == size {
+                    continue;
+                }
+                let neighbours = [
+                    i - size - 1,
+                    i - size,
+                    i - size + 1,
+                    i - 1,
+                    i + 1,
+                    i + size - 1,
+                    i + size,
+                    i + size + 1,
+                ];
+                if neighbours.iter().any(|&n| inside[n] <= 0.0) {
+                    continue;
+                }
+                for c in 0..3 {
+                    let p = &source[c * plane..(c + 1) * plane];
+                    let smooth =
+                        (5.0 * p[i] + neighbours.iter().map(|&n| p[n]).sum::<f32>()) / 13.0;
+                    input[c * plane + i] = blend(smooth, p[i]);
+                }
+            }
+        }
+    }
 }
 
 fn grey(input: &[f32], plane: usize, i: usize) -> f32 {
@@ -322,6 +424,79 @@ mod tests {
         // A crop of the whole canvas is the canvas.
         let (i, l) = random_crop(8, &ex.input, &ex.label, 8, &mut Augment::rng(7, 0, 0));
         assert_eq!((i, l), (ex.input.clone(), ex.label.clone()));
+    }
+
+    #[test]
+    fn enhancements_follow_pil() {
+        let ex = example();
+        let plane = 64;
+        let run = |op, factor| {
+            let mut input = ex.input.clone();
+            enhance(op, factor, 8, &ex.inside, &mut input);
+            input
+        };
+        // Factor 1 is the identity for every operation.
+        for (op, _, _) in AUTHORS_ENHANCE {
+            assert_eq!(run(op, 1.0), ex.input, "{op:?} at 1");
+        }
+        // Saturation 0 is the grey image: three equal channels, the luma of the original.
+        let grey_image = run(Enhance::Saturation, 0.0);
+        for i in 0..plane {
+            let g = grey(&ex.input, plane, i);
+            for c in 0..3 {
+                assert!((grey_image[c * plane + i] - g).abs() < 1e-6);
+            }
+        }
+        // Brightness 2 doubles, clipped at 1.
+        let bright = run(Enhance::Brightness, 2.0);
+        for (b, v) in bright.iter().zip(&ex.input) {
+            assert_eq!(*b, (2.0 * v).min(1.0));
+        }
+        // Contrast 0 is the mean grey everywhere.
+        let flat = run(Enhance::Contrast, 0.0);
+        let mean = (0..plane).map(|i| grey(&ex.input, plane, i)).sum::<f32>() / plane as f32;
+        assert!(flat.iter().all(|v| (v - mean).abs() < 1e-5));
+        // Sharpness 0 is PIL's smoothing inside, the border kept; a flat image is unchanged
+        // at any factor.
+        let smooth = run(Enhance::Sharpness, 0.0);
+        let i = 3 * 8 + 4;
+        let n = [i - 9, i - 8, i - 7, i - 1, i + 1, i + 7, i + 8, i + 9];
+        let expect = (5.0 * ex.input[i] + n.iter().map(|&k| ex.input[k]).sum::<f32>()) / 13.0;
+        assert!((smooth[i] - expect).abs() < 1e-6);
+        assert_eq!(smooth[0], ex.input[0]);
+        let mut constant = vec![0.25; 3 * plane];
+        enhance(Enhance::Sharpness, 3.0, 8, &ex.inside, &mut constant);
+        assert!(constant.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        // The padding is never touched.
+        let mut inside = ex.inside.clone();
+        inside[10] = 0.0;
+        let mut input = ex.input.clone();
+        enhance(Enhance::Brightness, 2.0, 8, &inside, &mut input);
+        assert_eq!(input[10], ex.input[10]);
+    }
+
+    #[test]
+    fn authors_colour_changes_some_examples_and_stays_in_range() {
+        let ex = example();
+        let plain = Augment {
+            rotation_degrees: 0.0,
+            flips: false,
+            color_jitter: 0.0,
+            noise_std: 0.0,
+            authors_colour: 0.5,
+        };
+        let changed = (0..40)
+            .filter(|&k| {
+                let (i, l) = plain.apply(&ex, &mut Augment::rng(3, 0, k));
+                assert!(i.iter().all(|v| (0.0..=1.0).contains(v)));
+                assert_eq!(l, ex.label);
+                i != ex.input
+            })
+            .count();
+        assert!(
+            (8..=32).contains(&changed),
+            "about half changed: {changed} of 40"
+        );
     }
 
     #[test]

@@ -7,12 +7,15 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::loss::LossConfig;
 use crate::model::{SaUnetConfig, SaUnetV2};
 
 #[derive(Debug, Serialize)]
 pub struct TrainBench {
-    pub backend: &'static str,
+    pub backend: Backend,
+    /// The backend's CPU worker threads (None on a GPU).
+    pub threads: Option<usize>,
     pub input: u32,
     pub batch_size: usize,
     pub steps: usize,
@@ -23,8 +26,15 @@ pub struct TrainBench {
 
 use vessel_runtime::system_info::peak_rss_mb;
 
-pub fn run(size: u32, batch_size: usize, warmup: usize, steps: usize) -> TrainBench {
-    let device = crate::backend::training_device();
+/// Times `steps` training steps on `backend` after `warmup` untimed ones.
+pub fn run(
+    backend: Backend,
+    size: u32,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<TrainBench, crate::backend::NotCompiled> {
+    let device = crate::backend::device_of(backend)?.autodiff();
     device.seed(0);
     let mut model = SaUnetV2::new(&SaUnetConfig::default(), &device);
     let mut optimizer = AdamConfig::new().init();
@@ -49,13 +59,14 @@ pub fn run(size: u32, batch_size: usize, warmup: usize, steps: usize) -> TrainBe
         }
     }
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    TrainBench {
-        backend: crate::backend::name(),
+    Ok(TrainBench {
+        backend,
+        threads: backend.threads(),
         input: size,
         batch_size,
         steps,
         seconds_per_image_step: mean / batch_size as f64,
         seconds_per_step_min: times.iter().copied().fold(f64::INFINITY, f64::min),
         peak_rss_mb: peak_rss_mb(),
-    }
+    })
 }

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use vessel_runtime::metrics::{Confusion, Scores};
 use vessel_runtime::preprocess::{threshold_into, Normalization, Placement};
+use vessel_runtime::tta::Tta;
 use vessel_runtime::BinaryMask;
 
 use crate::checkpoint;
@@ -131,6 +132,8 @@ pub struct EvalReport {
     /// The checkpoint or exported model that was evaluated.
     pub source: Option<PathBuf>,
     pub threshold: f32,
+    /// Test-time augmentation the probabilities were made with.
+    pub tta: Tta,
     pub images: usize,
     pub fov_derived: bool,
     pub fov: RegionReport,
@@ -175,12 +178,15 @@ pub type PredictFn<'a> = dyn FnMut(&RgbImage) -> Result<Vec<f32>> + 'a;
 
 /// Scores `predict` on `samples`. With `save_dir`, writes `NAME_prob.png` (probability ×
 /// 255) and `NAME_mask.png` (binary, 0/255) for each image. `sweep`: further thresholds to
-/// score the same probabilities at (means only).
+/// score the same probabilities at (means only). `tta`: the copies of each image whose
+/// probabilities are averaged.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     predict: &mut PredictFn<'_>,
     samples: &[Sample],
     dataset: &str,
     threshold: f32,
+    tta: Tta,
     sweep: &[f32],
     save_dir: Option<&Path>,
     bar: &ProgressBar,
@@ -194,7 +200,8 @@ pub fn evaluate(
     let mut swept: Vec<(Vec<Scores>, Vec<Scores>)> = vec![Default::default(); sweep.len()];
     for sample in samples {
         bar.set_message(sample.name.clone());
-        let probs = predict(&sample.image)
+        let probs = tta
+            .predict(&sample.image, &mut *predict)
             .with_context(|| format!("{}: inference failed", sample.image_path.display()))?;
         let (label, fov) = (&sample.label.data, &sample.fov.data);
         fov_rows.push(NamedScores {
@@ -236,6 +243,7 @@ pub fn evaluate(
         dataset: dataset.to_string(),
         source: None,
         threshold,
+        tta,
         images: samples.len(),
         fov_derived: samples.iter().any(|s| s.fov_derived),
         fov: RegionReport::from_rows(fov_rows),
@@ -293,10 +301,14 @@ fn row(name: &str, s: &Scores) -> String {
 /// The terminal table: per image, mean, and the second observer, for both regions.
 pub fn format_report(r: &EvalReport) -> String {
     let mut out = format!(
-        "{} — {} images, threshold {}{}\n",
+        "{} — {} images, threshold {}{}{}\n",
         r.dataset,
         r.images,
         r.threshold,
+        match r.tta {
+            Tta::None => "",
+            Tta::Flips => ", flip test-time augmentation (4 runs an image)",
+        },
         if r.fov_derived {
             ", FOV derived from the images"
         } else {

@@ -24,6 +24,7 @@ use burn::tensor::Tensor;
 
 use vessel_runtime::model_file::{ModelMetadata, Precision, FORMAT};
 use vessel_runtime::preprocess::{Normalization, SIZE_MULTIPLE};
+use vessel_runtime::tta::Tta;
 
 use crate::model::{ConvBlock, ConvUnit, DecoderLevel, SaUnetConfig, SaUnetV2};
 
@@ -673,39 +674,43 @@ pub fn model_metadata(
         threshold,
         operating_point: None,
         trained_on,
+        lineage: Vec::new(),
         epochs,
         calibration: None,
         test_metrics: None,
+        test_metrics_tta_flips: None,
         content_hash: String::new(),
     }
 }
 
 /// The metadata's training-data line: the dataset, the run it started from when it was
 /// fine-tuned (`--init-from`), and the checkpoints it is the mean of (`vessel-train average`).
-fn trained_on(state: &crate::train::TrainState) -> String {
+/// Where a run's weights came from, for the model's `lineage`: the run's own start (the
+/// checkpoint it was fine-tuned from, what that was trained on), then what its checkpoint
+/// is (a mean of others, an imported file).
+fn lineage(state: &crate::train::TrainState) -> Vec<String> {
     let opts = &state.options;
-    let mut line = match &opts.init_from {
-        None => opts.dataset.clone(),
-        Some(source) => {
-            // Recorded when the run started; runs from before that was recorded: read the
-            // source checkpoint as it is now.
-            let origin = opts.init_origin.clone().unwrap_or_else(|| {
-                crate::checkpoint::load::<crate::train::TrainState>(source)
-                    .map(|c| c.state.origin())
-                    .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
-            });
-            format!(
-                "{}, fine-tuned from {} trained on {origin}",
-                opts.dataset,
-                source.display()
-            )
-        }
-    };
+    let mut steps = Vec::new();
     if let Some(mean) = state.averaged_weights() {
-        line.push_str("; ");
-        line.push_str(&mean);
+        steps.push(mean);
     }
-    line
+    if let Some(file) = &state.imported_from {
+        steps.push(format!("imported from {file}"));
+    }
+    if let Some(source) = &opts.init_from {
+        // Recorded when the run started; runs from before that was recorded: read the
+        // source checkpoint as it is now.
+        let origin = opts.init_origin.clone().unwrap_or_else(|| {
+            crate::checkpoint::load::<crate::train::TrainState>(source)
+                .map(|c| c.state.origin())
+                .unwrap_or_else(|_| "a checkpoint no longer available".to_string())
+        });
+        steps.push(format!(
+            "fine-tuned from {} (trained on {origin})",
+            source.display()
+        ));
+    }
+    steps
 }
 
 /// Shifts the head's bias so that `threshold` on the model's output marks what
@@ -743,8 +748,9 @@ pub(crate) fn shift_head_bias(mut model: SaUnetV2, delta: f32) -> Option<SaUnetV
 /// What `vessel-train export` did.
 pub struct ExportOutcome {
     pub metadata: ModelMetadata,
-    /// The exported file's own evaluation (runtime engine), when a test set was given.
-    pub report: Option<crate::eval::EvalReport>,
+    /// The exported file's own evaluations (runtime engine) when a test set was given:
+    /// without test-time augmentation, then with the one asked for.
+    pub reports: Vec<crate::eval::EvalReport>,
 }
 
 /// int8 export settings: how to calibrate, and on which images.
@@ -764,6 +770,7 @@ pub fn export_checkpoint(
     int8: Option<Int8Request<'_>>,
     operating_point: Option<f32>,
     test: Option<(&str, &[crate::data::Sample])>,
+    tta: vessel_runtime::tta::Tta,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<ExportOutcome> {
     use anyhow::Context;
@@ -800,10 +807,11 @@ pub fn export_checkpoint(
         &opts.model,
         opts.input_size,
         opts.threshold,
-        trained_on(&state),
+        state.options.dataset.clone(),
         state.epochs_done,
         precision,
     );
+    metadata.lineage = lineage(&state);
     metadata.calibration = calibration;
     metadata.operating_point = operating_point;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -811,31 +819,45 @@ pub fn export_checkpoint(
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut metadata = ModelFile::write(out, entries.clone(), metadata)?;
-    let mut report = None;
+    let mut reports = Vec::new();
     if let Some((dataset, samples)) = test {
-        bar.set_length(samples.len() as u64);
-        bar.set_message("evaluating");
         let mut engine = vessel_runtime::engine::Engine::load(out, None)?;
-        let r = crate::eval::evaluate(
-            &mut crate::eval::engine_predict(&mut engine),
-            samples,
-            dataset,
-            metadata.threshold,
-            &[],
-            None,
-            bar,
-        )?;
-        metadata.test_metrics = Some(RecordedMetrics {
-            dataset: dataset.to_string(),
-            images: r.images,
-            f1_fov: r.fov.mean.f1,
-            f1_whole: r.whole.mean.f1,
-            mcc_fov: r.fov.mean.mcc,
-            auc_fov: r.fov.mean.auc,
-        });
+        // Without test-time augmentation always (the paper's protocol), then with it.
+        let modes = if tta == Tta::None {
+            vec![Tta::None]
+        } else {
+            vec![Tta::None, tta]
+        };
+        for mode in modes {
+            bar.set_length(samples.len() as u64);
+            bar.set_position(0);
+            bar.set_message(format!("evaluating (tta {mode})"));
+            let r = crate::eval::evaluate(
+                &mut crate::eval::engine_predict(&mut engine),
+                samples,
+                dataset,
+                metadata.threshold,
+                mode,
+                &[],
+                None,
+                bar,
+            )?;
+            let recorded = Some(RecordedMetrics {
+                dataset: dataset.to_string(),
+                images: r.images,
+                f1_fov: r.fov.mean.f1,
+                f1_whole: r.whole.mean.f1,
+                mcc_fov: r.fov.mean.mcc,
+                auc_fov: r.fov.mean.auc,
+            });
+            match mode {
+                Tta::None => metadata.test_metrics = recorded,
+                Tta::Flips => metadata.test_metrics_tta_flips = recorded,
+            }
+            reports.push(r);
+        }
         // The content (and its hash) is unchanged: only the metadata gains the metrics.
         metadata = ModelFile::write(out, entries, metadata)?;
-        report = Some(r);
     }
-    Ok(ExportOutcome { metadata, report })
+    Ok(ExportOutcome { metadata, reports })
 }

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use vessel_runtime::tta::Tta;
+use vessel_trainer::backend::{self, Backend};
 use vessel_trainer::data::{self, Dataset, Split, StareProtocol};
 use vessel_trainer::eval::{self, Predictor};
 use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
 use vessel_trainer::train::{self, Selection, TrainOptions, TrainRequest};
-use vessel_trainer::{backend, bench, checkpoint, summary};
+use vessel_trainer::{bench, checkpoint, summary};
 
 // Large blocks get readable bytes past their end: tract's AMX int8 kernel over-reads, and
 // export and eval run int8 models (see `PaddedSystem`).
@@ -24,6 +26,12 @@ static ALLOCATOR: vessel_runtime::alloc_count::PaddedSystem =
     about = "Train and evaluate SA-UNetv2 retinal vessel segmentation"
 )]
 struct Cli {
+    /// Burn backend [default: the first in this build of cuda, tch, flex, ndarray].
+    #[arg(long, global = true, value_enum)]
+    backend: Option<Backend>,
+    /// CPU worker threads of the backend [default: one per core].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +115,15 @@ enum Command {
         /// whole images. Kept by --resume.
         #[arg(long, conflicts_with = "resume")]
         crop: Option<u32>,
+        /// Augmented draws an epoch: the training images are visited over and over, each
+        /// visit augmented afresh (the authors train on about 240 offline copies of DRIVE's
+        /// images an epoch) [default: each training image once]. Kept by --resume.
+        #[arg(long, conflicts_with = "resume")]
+        epoch_images: Option<usize>,
+        /// Probability (0-1) that a training image gets the authors' colour copy: PIL-style
+        /// saturation ×0-3, brightness ×1-2, contrast ×1-2, sharpness ×0-3 [default: 0].
+        #[arg(long, conflicts_with = "resume")]
+        authors_colour: Option<f32>,
     },
     /// Evaluate a checkpoint, or an exported model as the runtime runs it, on a test split.
     Eval {
@@ -137,6 +154,10 @@ enum Command {
         /// an operating point on held-out images (`export --operating-point`).
         #[arg(long)]
         sweep: Option<String>,
+        /// Test-time augmentation: `flips` averages the probabilities of the image and its
+        /// horizontal, vertical and double flips (4 runs an image).
+        #[arg(long, default_value_t = Tta::None)]
+        tta: Tta,
     },
     /// Export a checkpoint as an NNEF model for the runtime (f32).
     Export {
@@ -166,6 +187,10 @@ enum Command {
         /// images with `eval --sweep`, never on the test set.
         #[arg(long)]
         operating_point: Option<f32>,
+        /// With --test-dataset: also score with this test-time augmentation (`flips`:
+        /// the image and its three flips, probabilities averaged) and record both.
+        #[arg(long, default_value_t = Tta::None, requires = "test_dataset")]
+        tta: Tta,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, default_value = "kfold:5:0")]
@@ -197,6 +222,10 @@ enum Command {
     Summary,
     /// Measure training throughput (seconds per image-step, peak memory).
     Bench {
+        /// Measure every backend of this build in turn, in this one run (a ratio that holds
+        /// on a noisy machine), instead of the one --backend selects.
+        #[arg(long, conflicts_with = "backend")]
+        all_backends: bool,
         #[arg(long, default_value_t = 592)]
         size: u32,
         #[arg(long, default_value_t = 1)]
@@ -228,6 +257,16 @@ fn load(dataset: &Dataset, split: Split) -> Result<Vec<data::Sample>> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    backend::keep_freed_memory();
+    if let Some(threads) = cli.threads {
+        if threads == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        backend::set_threads(threads).context("setting --threads")?;
+    }
+    if let Some(choice) = cli.backend {
+        backend::select(choice)?;
+    }
     match cli.command {
         Command::Average { checkpoints, out } => {
             let state = vessel_trainer::average::average_checkpoints(&checkpoints, &out)?;
@@ -274,6 +313,8 @@ fn run(cli: Cli) -> Result<()> {
             no_augment,
             init_from,
             crop,
+            epoch_images,
+            authors_colour,
         } => {
             if !(0.0..=1.0).contains(&bce_weight) {
                 anyhow::bail!("--bce-weight must be between 0 and 1, got {bce_weight}");
@@ -296,8 +337,18 @@ fn run(cli: Cli) -> Result<()> {
             if no_augment {
                 options.augment = vessel_trainer::augment::Augment::none();
             }
+            if let Some(p) = authors_colour {
+                if !(0.0..=1.0).contains(&p) {
+                    anyhow::bail!("--authors-colour is a probability between 0 and 1, got {p}");
+                }
+                if no_augment {
+                    anyhow::bail!("--authors-colour is augmentation: drop --no-augment");
+                }
+                options.augment.authors_colour = p;
+            }
             options.init_from = init_from;
             options.crop = crop;
+            options.epoch_draws = epoch_images;
             // On resume the held-out split must be the one the run started with.
             let seed_for_split = if resume {
                 checkpoint::load::<train::TrainState>(&out.join("last.ckpt"))
@@ -348,6 +399,7 @@ fn run(cli: Cli) -> Result<()> {
             calibration_method,
             int8_scope,
             operating_point,
+            tta,
             data_dir,
             stare_protocol,
         } => {
@@ -383,6 +435,7 @@ fn run(cli: Cli) -> Result<()> {
                 }),
                 operating_point,
                 test.as_ref().map(|(name, s)| (name.as_str(), s.as_slice())),
+                tta,
                 &bar,
             )?;
             bar.finish_and_clear();
@@ -397,7 +450,7 @@ fn run(cli: Cli) -> Result<()> {
                 size,
                 outcome.metadata.content_hash
             );
-            if let Some(report) = &outcome.report {
+            for report in &outcome.reports {
                 print!("{}", eval::format_report(report));
             }
         }
@@ -411,6 +464,7 @@ fn run(cli: Cli) -> Result<()> {
             train_split,
             images,
             sweep,
+            tta,
         } => {
             let sweep = sweep
                 .as_deref()
@@ -471,6 +525,7 @@ fn run(cli: Cli) -> Result<()> {
                 &samples,
                 &dataset.describe(),
                 threshold,
+                tta,
                 &sweep,
                 save_predictions.as_deref(),
                 &bar,
@@ -486,6 +541,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Bench {
+            all_backends,
             size,
             batch_size,
             warmup,
@@ -495,16 +551,44 @@ fn run(cli: Cli) -> Result<()> {
             if size % 8 != 0 || size == 0 {
                 anyhow::bail!("--size must be a non-zero multiple of 8, got {size}");
             }
-            let result = bench::run(size, batch_size, warmup, steps);
-            println!(
-                "backend {}: {:.2} s per {size}x{size} image-step (batch {batch_size}, {steps} steps, best step {:.2} s), peak RSS {} MB",
-                result.backend,
-                result.seconds_per_image_step,
-                result.seconds_per_step_min,
-                result.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
-            );
+            if batch_size == 0 || steps == 0 {
+                anyhow::bail!("--batch-size and --steps must be at least 1");
+            }
+            let backends = if all_backends {
+                Backend::available()
+            } else {
+                vec![backend::current()]
+            };
+            let mut results = Vec::new();
+            for b in backends {
+                eprintln!("measuring {b}: {warmup} warm-up + {steps} timed steps at {size}x{size}");
+                let result = bench::run(b, size, batch_size, warmup, steps)?;
+                println!(
+                    "backend {} ({} threads): {:.2} s per {size}x{size} image-step (batch {batch_size}, {steps} steps, best step {:.2} s), peak RSS so far {} MB",
+                    result.backend,
+                    result.threads.map_or("GPU".into(), |t| t.to_string()),
+                    result.seconds_per_image_step,
+                    result.seconds_per_step_min,
+                    result.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
+                );
+                results.push(result);
+            }
+            if let Some(flex) = results.iter().find(|r| r.backend == Backend::Flex) {
+                for r in results.iter().filter(|r| r.backend != Backend::Flex) {
+                    println!(
+                        "{} / flex: {:.2}x the time per image-step",
+                        r.backend,
+                        r.seconds_per_image_step / flex.seconds_per_image_step
+                    );
+                }
+            }
             if let Some(path) = json {
-                checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(&result)?)?;
+                let text = if all_backends {
+                    serde_json::to_vec_pretty(&results)?
+                } else {
+                    serde_json::to_vec_pretty(&results[0])?
+                };
+                checkpoint::write_atomic(&path, &text)?;
             }
         }
     }

@@ -15,9 +15,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{sigmoid, silu};
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Architecture hyper-parameters. The defaults are the paper's.
@@ -94,23 +92,59 @@ impl DropBlock {
         // Seed rate chosen so that about `rate` of the positions end up dropped.
         let valid = ((h - block + 1) * (w - block + 1)) as f64;
         let gamma = (self.rate / (block * block) as f64) * (h * w) as f64 / valid;
-        let seeds = x.random_like(Distribution::Bernoulli(gamma.min(1.0)));
-        // Grow each seed into a block×block square, separably (2·block comparisons a pixel
-        // instead of block²). Odd block sizes keep the output size.
-        let half = block / 2;
-        let row = MaxPoolOptions::new([1, block])
-            .with_stride([1, 1])
-            .with_padding([0, half]);
-        let col = MaxPoolOptions::new([block, 1])
-            .with_stride([1, 1])
-            .with_padding([half, 0]);
-        let dropped = max_pool2d(max_pool2d(seeds, row), col);
-        let keep = dropped.neg().add_scalar(1.0);
-        let numel = keep.shape().num_elements() as f32;
-        let kept = keep.clone().sum().clamp_min(1.0);
-        let scale = kept.recip().mul_scalar(numel).reshape([1, 1, 1, 1]);
-        x * keep * scale
+        let (dims, device) = (x.dims(), x.device());
+        let mask = drop_mask(dims, block, gamma.min(1.0), backend_seed(&device));
+        x * Tensor::from_data(TensorData::new(mask, dims), &device)
     }
+}
+
+/// A seed for host-side randomness drawn from the backend's RNG, so that seeding the
+/// backend (as the training loop does every step) makes the draw reproducible.
+fn backend_seed(device: &Device) -> u64 {
+    let bits = Tensor::<1>::random([2], Distribution::Default, device)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    bits.iter()
+        .fold(0u64, |acc, v| (acc << 32) | u64::from(v.to_bits()))
+}
+
+/// DropBlock's multiplier for a `[n, c, h, w]` map: seeds drawn at rate `gamma` (sparse
+/// sampling, one geometric gap a seed), each grown into a `block`×`block` square of zeros
+/// (clipped at the borders); the kept entries hold numel / kept, so the map's sum is kept.
+/// Built on the host: the seeds are few, and dilating them with a max-pool on the backend
+/// costs more than the whole conv it follows.
+pub fn drop_mask(dims: [usize; 4], block: usize, gamma: f64, seed: u64) -> Vec<f32> {
+    use rand::SeedableRng;
+    let [n, c, h, w] = dims;
+    let numel = n * c * h * w;
+    let mut mask = vec![1.0f32; numel];
+    if gamma > 0.0 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let half = block / 2;
+        let gap = rand_distr::Geometric::new(gamma).expect("0 < gamma <= 1");
+        let mut at = rand_distr::Distribution::sample(&gap, &mut rng);
+        while (at as usize) < numel {
+            let i = at as usize;
+            let (plane, y, x) = (i / (h * w), (i % (h * w)) / w, i % w);
+            let rows = y.saturating_sub(half)..(y + half + 1).min(h);
+            let cols = x.saturating_sub(half)..(x + half + 1).min(w);
+            for row in rows {
+                let start = plane * h * w + row * w;
+                mask[start + cols.start..start + cols.end].fill(0.0);
+            }
+            at = at
+                .saturating_add(1)
+                .saturating_add(rand_distr::Distribution::sample(&gap, &mut rng));
+        }
+    }
+    let kept = mask.iter().filter(|&&v| v > 0.0).count().max(1);
+    let scale = numel as f32 / kept as f32;
+    for v in mask.iter_mut().filter(|v| **v > 0.0) {
+        *v = scale;
+    }
+    mask
 }
 
 /// 3×3 conv (bias) → DropBlock → GroupNorm → SiLU.
@@ -279,5 +313,44 @@ impl SaUnetV2 {
     /// Vessel probabilities `[N, 1, H, W]`.
     pub fn probabilities(&self, x: Tensor<4>) -> Tensor<4> {
         sigmoid(self.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drop_mask;
+
+    #[test]
+    fn drop_masks_drop_about_the_rate_in_blocks_and_keep_the_sum() {
+        let (h, w, block, rate) = (64usize, 64usize, 7usize, 0.15f64);
+        let valid = ((h - block + 1) * (w - block + 1)) as f64;
+        let gamma = rate / (block * block) as f64 * (h * w) as f64 / valid;
+        let mask = drop_mask([2, 8, h, w], block, gamma, 11);
+        let numel = mask.len() as f64;
+        let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / numel;
+        // Overlapping and clipped blocks drop a little less than the rate.
+        assert!((0.08..=0.16).contains(&dropped), "dropped {dropped}");
+        let mean = mask.iter().map(|&v| f64::from(v)).sum::<f64>() / numel;
+        assert!((mean - 1.0).abs() < 1e-4, "mean {mean}");
+        // Zeros come in blocks: an isolated zero (no zero neighbour at all) never occurs.
+        let plane = h * w;
+        for p in 0..16 {
+            for y in 1..h - 1 {
+                for x in 1..w - 1 {
+                    let at = |yy: usize, xx: usize| mask[p * plane + yy * w + xx];
+                    if at(y, x) == 0.0 {
+                        assert!(
+                            at(y - 1, x) == 0.0 || at(y + 1, x) == 0.0,
+                            "a lone zero at plane {p} ({x}, {y})"
+                        );
+                    }
+                }
+            }
+        }
+        // Seeded: the same seed, the same mask; another seed, another.
+        assert_eq!(mask, drop_mask([2, 8, h, w], block, gamma, 11));
+        assert_ne!(mask, drop_mask([2, 8, h, w], block, gamma, 12));
+        // Rate 0 keeps everything at 1.
+        assert!(drop_mask([1, 1, 8, 8], 3, 0.0, 1).iter().all(|&v| v == 1.0));
     }
 }

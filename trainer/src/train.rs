@@ -2,7 +2,7 @@
 //! validation score, a checkpoint every epoch (atomic) and `--resume` from it, a progress
 //! bar, a per-epoch CSV and a PNG of the curves.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,13 +28,17 @@ use crate::model::{SaUnetConfig, SaUnetV2};
 pub enum Selection {
     F1,
     Mcc,
+    /// The lowest validation loss (the authors' rule for the plateau and early stop).
+    Loss,
 }
 
 impl Selection {
-    fn of(self, s: &Scores) -> f64 {
+    /// The score to maximise.
+    fn of(self, s: &Scores, loss: f64) -> f64 {
         match self {
             Selection::F1 => s.f1,
             Selection::Mcc => s.mcc,
+            Selection::Loss => -loss,
         }
     }
 }
@@ -68,6 +72,11 @@ pub struct TrainOptions {
     /// whole), in as many more, smaller steps. Validation stays on whole images.
     #[serde(default)]
     pub crop: Option<u32>,
+    /// Training draws an epoch (each an augmented image, or a crop of one): the training
+    /// set is visited over and over, each visit augmented afresh, as the authors' offline
+    /// copies do. None: each image (or crop) once.
+    #[serde(default)]
+    pub epoch_draws: Option<usize>,
 }
 
 impl TrainOptions {
@@ -92,6 +101,7 @@ impl TrainOptions {
             init_from: None,
             init_origin: None,
             crop: None,
+            epoch_draws: None,
         }
     }
 
@@ -107,6 +117,9 @@ impl TrainOptions {
     pub fn check(&self) -> Result<()> {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
+        }
+        if self.epoch_draws == Some(0) {
+            bail!("--epoch-images must be at least 1");
         }
         if let Some(c) = self.crop {
             if c == 0 || c % 8 != 0 || c > self.input_size {
@@ -423,12 +436,19 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     };
     let train_examples = prepare(req.train)?;
     let val_examples = prepare(req.validation)?;
-    // A unit is one training window: image `unit / crops_per_image`.
+    // A unit is one training window: image `unit / crops_per_image`. A draw is one visit
+    // of a unit in an epoch: draw `d` is unit `d % units`, augmented by its own RNG.
     let crops_per_image = opts.crops_per_image();
     let units = train_examples.len() * crops_per_image;
-    let steps_per_epoch = units.div_ceil(opts.batch_size);
+    let draws = opts.epoch_draws.unwrap_or(units);
+    let steps_per_epoch = draws.div_ceil(opts.batch_size);
     if let Some(c) = opts.crop {
         println!("training on {c}x{c} crops, {crops_per_image} an image an epoch: {steps_per_epoch} steps an epoch");
+    }
+    if draws != units {
+        println!(
+            "{draws} augmented draws an epoch from {units} training images: {steps_per_epoch} steps an epoch"
+        );
     }
 
     let bar = if req.progress {
@@ -448,16 +468,20 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         ProgressBar::hidden()
     };
 
+    // Without a terminal (a run in the background, its output in a log) the bar draws
+    // nothing: a plain line every minute says where the epoch is.
+    let plain_progress = req.progress && !std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
     while state.epochs_done < opts.epochs && !state.finished {
         let epoch = state.epochs_done;
         let started = Instant::now();
-        let mut order: Vec<usize> = (0..units).collect();
+        let mut order: Vec<usize> = (0..draws).collect();
         order.shuffle(&mut Augment::rng(opts.seed, epoch, usize::MAX));
         let mut loss_sum = 0.0;
-        for batch in order.chunks(opts.batch_size) {
+        for (step, batch) in (1u32..).zip(order.chunks(opts.batch_size)) {
             // DropBlock draws from the backend RNG: seed it per step for reproducible resumes.
             device.seed(opts.seed.wrapping_add(state.steps_done as u64 * 7919));
-            let (inputs, labels) = make_batch(&train_examples, batch, &opts, epoch, &device);
+            let (inputs, labels) = make_batch(&train_examples, units, batch, &opts, epoch, &device);
             let logits = model.forward(inputs);
             let loss = opts.loss.loss(logits, labels);
             let loss_value = scalar(&loss);
@@ -473,6 +497,15 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
             model = optimizer.step(state.learning_rate, model, grads);
             state.steps_done += 1;
             bar.inc(1);
+            if plain_progress && last_line.elapsed().as_secs() >= 60 {
+                last_line = Instant::now();
+                eprintln!(
+                    "epoch {}/{}  step {step}/{steps_per_epoch}  loss {loss_value:.4}  {:.1} s a step",
+                    epoch + 1,
+                    opts.epochs,
+                    started.elapsed().as_secs_f64() / f64::from(step)
+                );
+            }
             bar.set_message(format!(
                 "epoch {}/{}  loss {loss_value:.4}  lr {:.1e}",
                 epoch + 1,
@@ -480,9 +513,9 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
                 state.learning_rate
             ));
         }
-        let train_loss = loss_sum / units as f64;
+        let train_loss = loss_sum / draws as f64;
         let (val_loss, val_scores) = validate(&model.valid(), &val_examples, req.validation, &opts);
-        let score = opts.selection.of(&val_scores);
+        let score = opts.selection.of(&val_scores, val_loss);
         let verdict = state.patience.update(
             epoch + 1,
             score,
@@ -563,22 +596,24 @@ fn scalar(t: &Tensor<1>) -> f64 {
 }
 
 /// Stacks augmented training windows (whole canvases, or crops of them) into `[B, 3, S, S]`
-/// inputs and `[B, 1, S, S]` labels. Each unit draws from its own RNG (seed, epoch, unit).
+/// inputs and `[B, 1, S, S]` labels. Each draw is unit `draw % units` and augments from
+/// its own RNG (seed, epoch, draw).
 fn make_batch(
     examples: &[Example],
-    units: &[usize],
+    units: usize,
+    draws: &[usize],
     opts: &TrainOptions,
     epoch: usize,
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
     let canvas = examples[0].size;
     let size = opts.crop.map_or(canvas, |c| c as usize);
-    let mut inputs = Vec::with_capacity(units.len() * 3 * size * size);
-    let mut labels = Vec::with_capacity(units.len() * size * size);
+    let mut inputs = Vec::with_capacity(draws.len() * 3 * size * size);
+    let mut labels = Vec::with_capacity(draws.len() * size * size);
     let per_image = opts.crops_per_image();
-    for &unit in units {
-        let example = &examples[unit / per_image];
-        let mut rng = Augment::rng(opts.seed, epoch, unit);
+    for &draw in draws {
+        let example = &examples[(draw % units) / per_image];
+        let mut rng = Augment::rng(opts.seed, epoch, draw);
         let (x, y) = opts.augment.apply(example, &mut rng);
         let (x, y) = match opts.crop {
             None => (x, y),
@@ -587,7 +622,7 @@ fn make_batch(
         inputs.extend_from_slice(&x);
         labels.extend_from_slice(&y);
     }
-    let b = units.len();
+    let b = draws.len();
     (
         Tensor::from_data(TensorData::new(inputs, [b, 3, size, size]), device),
         Tensor::from_data(TensorData::new(labels, [b, 1, size, size]), device),

@@ -69,14 +69,16 @@ fn the_average_is_the_mean_of_the_weights_and_names_its_sources() {
         None,
         None,
         None,
+        vessel_runtime::tta::Tta::None,
         &indicatif::ProgressBar::hidden(),
     )
     .unwrap();
+    // trained_on stays one short sentence; where the weights came from is the lineage.
+    assert_eq!(outcome.metadata.trained_on, saved.state.options.dataset);
+    let lineage = outcome.metadata.lineage.join("\n");
     assert!(
-        outcome.metadata.trained_on.contains("the mean of")
-            && outcome.metadata.trained_on.contains("run2"),
-        "{}",
-        outcome.metadata.trained_on
+        lineage.contains("the mean of") && lineage.contains("run2"),
+        "{lineage}"
     );
     // No optimiser state: it is a model to evaluate or export, not a run to resume.
     let optimiser = burn::optim::AdamConfig::new().init();

@@ -85,6 +85,7 @@ fn tiny_model_overfits_a_tiny_dataset() {
         &samples,
         "synthetic",
         0.5,
+        vessel_runtime::tta::Tta::None,
         &[0.25, 0.5, 0.75],
         None,
         &bar,
@@ -397,4 +398,40 @@ fn crop_training_takes_more_smaller_steps_learns_and_rejects_bad_sizes() {
         .unwrap_err();
         assert!(format!("{err:#}").contains("--crop"), "{err:#}");
     }
+}
+
+#[test]
+fn epoch_images_visits_the_training_set_repeatedly_and_survives_resume() {
+    let _rng = rng_lock();
+    let samples = tiny_samples("draws-data");
+    let (train_set, val_set) = samples.split_at(3);
+    let mut opts = tiny_options(2);
+    opts.epoch_draws = Some(10);
+    opts.augment = Augment {
+        authors_colour: 0.5,
+        ..Augment::default()
+    };
+    let out = common::temp_dir("draws-run");
+    let state = train::run(common::new_run(opts, train_set, val_set, &out)).unwrap();
+    // 10 draws from 3 images, batch 2: 5 steps an epoch.
+    assert_eq!(state.steps_done, 2 * 5);
+    let resumed = train::run(TrainRequest {
+        resume: true,
+        ..common::new_run(tiny_options(3), train_set, val_set, &out)
+    })
+    .unwrap();
+    assert_eq!(resumed.options.epoch_draws, Some(10));
+    assert_eq!(resumed.options.augment.authors_colour, 0.5);
+    assert_eq!(resumed.steps_done, 3 * 5);
+
+    let mut bad = tiny_options(1);
+    bad.epoch_draws = Some(0);
+    let err = train::run(common::new_run(
+        bad,
+        train_set,
+        val_set,
+        &common::temp_dir("draws-bad"),
+    ))
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--epoch-images"), "{err:#}");
 }

@@ -9,6 +9,7 @@ use vessel_runtime::alloc_count::CountingAllocator;
 use vessel_runtime::bench;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::image_io::load_rgb;
+use vessel_runtime::tta::Tta;
 
 #[cfg(target_os = "linux")]
 mod live;
@@ -59,6 +60,10 @@ enum Command {
         /// Images with a longer side are scaled down to this before inference.
         #[arg(long, default_value_t = 1024)]
         max_side: u32,
+        /// Test-time augmentation: `flips` averages the image and its three flips (4 runs
+        /// an image; see docs/performance.md for its gain and cost).
+        #[arg(long, default_value_t = Tta::None)]
+        tta: Tta,
         #[arg(long)]
         threads: Option<usize>,
         /// Refuse to run when the model's working memory exceeds this many MB.
@@ -269,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             board,
             out,
             max_side,
+            tta,
             threads,
             memory_budget,
         } => {
@@ -290,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 &segment::SegmentOptions {
                     out_dir: out,
                     max_side,
+                    tta,
                 },
             )?;
             if failed > 0 {

@@ -14,6 +14,7 @@ use vessel_runtime::atomic_file::write_atomic;
 use vessel_runtime::engine::Engine;
 use vessel_runtime::image_io::load_rgb;
 use vessel_runtime::preprocess::threshold_into;
+use vessel_runtime::tta::Tta;
 
 use crate::report::{analyse, base64, html_escape, save_outputs, ImageReport, ModelInfo, Timings};
 
@@ -27,6 +28,8 @@ pub struct SegmentOptions {
     /// Images with a longer side are scaled down to it before inference (the mask is
     /// scaled back up), bounding memory and time on camera-sized photographs.
     pub max_side: u32,
+    /// Test-time augmentation: the copies of each image whose probabilities are averaged.
+    pub tta: Tta,
 }
 
 #[derive(Serialize)]
@@ -38,6 +41,8 @@ struct Failure {
 #[derive(Serialize)]
 struct Summary {
     model: ModelInfo,
+    /// Test-time augmentation (inference_ms covers all its runs).
+    tta: Tta,
     images: usize,
     succeeded: usize,
     failed: usize,
@@ -129,8 +134,9 @@ fn segment_one(
         std::borrow::Cow::Borrowed(&image)
     };
     let t1 = Instant::now();
-    let probabilities = engine
-        .segment(&input)
+    let probabilities = opts
+        .tta
+        .predict(&input, |copy| engine.segment(copy))
         .with_context(|| format!("{}: inference failed", path.display()))?;
     let inference_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
@@ -226,6 +232,7 @@ pub fn run(
     };
     let summary = Summary {
         model,
+        tta: opts.tta,
         images: reports.len() + failures.len(),
         succeeded: reports.len(),
         failed: failures.len(),

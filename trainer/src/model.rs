@@ -328,8 +328,8 @@ mod tests {
         let mask = drop_mask([2, 8, h, w], block, gamma, 11);
         let numel = mask.len() as f64;
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / numel;
-        // Overlapping and clipped blocks drop a little less than the rate.
-        assert!((0.08..=0.16).contains(&dropped), "dropped {dropped}");
+        // About the rate: overlapping blocks drop less, the seed rate's border correction more.
+        assert!((0.10..=0.18).contains(&dropped), "dropped {dropped}");
         let mean = mask.iter().map(|&v| f64::from(v)).sum::<f64>() / numel;
         assert!((mean - 1.0).abs() < 1e-4, "mean {mean}");
         // Zeros come in blocks: an isolated zero (no zero neighbour at all) never occurs.

@@ -9,6 +9,7 @@
 use std::process::Command;
 
 #[test]
+#[ignore = "needs qemu, busybox and Debian's package mirror: scripts/install-test-deps.sh (scripts/test.sh runs it)"]
 fn camera_to_framebuffer_in_a_virtual_machine() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new("bash")

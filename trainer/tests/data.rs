@@ -105,23 +105,22 @@ fn validation_split_is_seeded_and_disjoint() {
     assert!(split_validation(samples, 6, 1).is_err());
 }
 
-/// The real datasets: their layouts and quirks. They live beside the project (CI has them).
-fn real_data() -> Option<std::path::PathBuf> {
+/// The real datasets: their layouts and quirks. They live beside the project (CI has them);
+/// the tests that read them are ignored by a plain `cargo test` and fail here without them.
+fn real_data() -> std::path::PathBuf {
     let dir = common::shared_data_dir();
-    if dir.join("DRIVE").is_dir() && dir.join("STARE").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no DRIVE/STARE under {} (set VESSEL_DATA_DIR)",
-            dir.display()
-        );
-        None
-    }
+    assert!(
+        dir.join("DRIVE").is_dir() && dir.join("STARE").is_dir(),
+        "no DRIVE/STARE under {} (set VESSEL_DATA_DIR)",
+        dir.display()
+    );
+    dir
 }
 
 #[test]
+#[ignore = "needs the DRIVE/STARE datasets in ../shared/data or $VESSEL_DATA_DIR (scripts/test.sh runs it)"]
 fn drive_loads_with_masks_and_second_observer() {
-    let Some(root) = real_data() else { return };
+    let root = real_data();
     let d = Dataset::parse("drive", &root, StareProtocol::KFold { folds: 5, fold: 0 });
     let train = d.load(Split::Train).unwrap();
     let test = d.load(Split::Test).unwrap();
@@ -140,8 +139,9 @@ fn drive_loads_with_masks_and_second_observer() {
 }
 
 #[test]
+#[ignore = "needs the DRIVE/STARE datasets in ../shared/data or $VESSEL_DATA_DIR (scripts/test.sh runs it)"]
 fn derived_fov_matches_drives_own_masks() {
-    let Some(root) = real_data() else { return };
+    let root = real_data();
     let test = Dataset::Drive {
         root: root.join("DRIVE"),
     }
@@ -155,8 +155,9 @@ fn derived_fov_matches_drives_own_masks() {
 }
 
 #[test]
+#[ignore = "needs the DRIVE/STARE datasets in ../shared/data or $VESSEL_DATA_DIR (scripts/test.sh runs it)"]
 fn stare_loads_both_label_endings_and_splits_by_protocol() {
-    let Some(root) = real_data() else { return };
+    let root = real_data();
     let all: Vec<_> = (0..5)
         .flat_map(|fold| {
             Dataset::parse("stare", &root, StareProtocol::KFold { folds: 5, fold })

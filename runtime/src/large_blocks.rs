@@ -1,19 +1,19 @@
 //! Large blocks (tract's activation tensors): a frame arena planned from a recorded frame,
 //! and mapped blocks recycled outside it.
 //!
-//! tract allocates every op's output afresh and frees it after its last use, so one frame at
-//! 592×592 takes and frees about 540 MB in 86 (f32) to 130 (int8) blocks of 0.125–27 MB. Left to glibc, those
-//! blocks live in a heap that fragments: the process's RSS ends near twice the model's live
-//! memory (146–207 MB for 79–93 MB live). Mapping each block on its own and unmapping it at
-//! once (`--low-memory`) keeps RSS at the live memory but costs a page fault per 4 KiB each
-//! time (139,000 a frame for f32, 13–93% more time a frame here).
+//! tract allocates every op's output afresh and frees it after its last use, so one frame
+//! takes and frees many times the model's live memory in a hundred-odd large blocks. Left to
+//! glibc, those blocks live in a heap that fragments: the process's RSS ends near twice the
+//! model's live memory. Mapping each block on its own and unmapping it at once
+//! (`--low-memory`) keeps RSS at the live memory but costs a page fault per 4 KiB each time
+//! (the figures: docs/performance.md).
 //!
 //! A frame's blocks come in the same order with the same sizes every frame (the plan is
 //! fixed once the input size is), so the engine marks each frame ([`Frame`]) and:
 //! - the first frame is **recorded**: each block's size and when it was taken and freed;
 //! - at its end the blocks are **planned** into one arena, each at an offset no block alive
 //!   at the same time overlaps (lowest offset that fits, the best of three orders; for
-//!   SA-UNetv2 at 592² within 2% of the most ever live at once), and the arena is mapped;
+//!   SA-UNetv2 close to the most ever live at once), and the arena is mapped;
 //! - later frames **replay**: the k-th block is the arena at the k-th offset — no system
 //!   call, no page fault. A block whose size differs from the record, or whose place is
 //!   still taken (checked every time), falls back to the mapped blocks below and the next
@@ -466,8 +466,8 @@ mod linux {
         /// Places the recorded blocks in one arena, each at the lowest offset that no block
         /// alive at the same time overlaps, trying three orders (longest-lived first, largest
         /// first, largest lifetime × size first) and keeping the smallest arena; then maps it.
-        /// For SA-UNetv2 at 592² longest-lived first comes within 2% of the live peak, where
-        /// largest first alone needs 28% more. Blocks that outlived the frame are taken as
+        /// No single order wins on every graph (docs/performance.md has SA-UNetv2's figures).
+        /// Blocks that outlived the frame are taken as
         /// alive to its end; replay checks their places are free.
         fn make_plan(&mut self) {
             if self.arena_live_count > 0 {

@@ -90,7 +90,7 @@ const X86_INT8_DOT_PRODUCT: &[(&str, &str)] = &[
 impl SystemInfo {
     /// True on x86 when tract has no int8 dot-product kernel to use (no VNNI, no AMX, or
     /// all of them taken out by `TRACT_CPU_ISA`): its integer matmul then makes an int8
-    /// model ~20× slower than the same model in f32 (measured at 592², root README). ARM
+    /// model many times slower than the same model in f32 (docs/performance.md). ARM
     /// boards run int8 through NEON kernels either way.
     pub fn int8_is_slow(&self) -> bool {
         if self.arch != "x86_64" {

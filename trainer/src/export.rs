@@ -10,9 +10,9 @@
 //! - SiLU as `y · σ(y)` (tract folds it into one op). DropBlock is gone (inference).
 //! - The 3×3 stride-2 transposed conv as four stride-1 phase convs, interleaved
 //!   (`sub_pixel_up`), and each decoder block's first conv as one conv per concatenated
-//!   part, summed (`unit_of_parts`): no nine-tap column buffer, no concatenated tensor.
-//!   At 592² (f32, DRIVE weights) the peak live memory went from 104 to 79 MB and the
-//!   upsampling's matmul time from 165 to 27 ms (README, "Export and the inference engine").
+//!   part, summed (`unit_of_parts`): no nine-tap column buffer, no concatenated tensor,
+//!   which lowers the peak live memory and the upsampling's time (docs/export.md,
+//!   docs/performance.md).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

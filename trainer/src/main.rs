@@ -179,7 +179,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = vessel_trainer::export::Calibration::MinMax)]
         calibration_method: vessel_trainer::export::Calibration,
         /// Which 3×3 convs become int8. The default keeps the four full-resolution ones in
-        /// f32: on x86 that is 43% faster than `all` and fits a 128 MB process (see the card).
+        /// f32: faster on x86 than `all`, in less memory (docs/export.md).
         #[arg(long, value_enum, default_value_t = vessel_trainer::export::Int8Scope::BelowFullResolution)]
         int8_scope: vessel_trainer::export::Int8Scope,
         /// Fold an operating point into the head's bias: the model's masks (at its threshold,

@@ -65,7 +65,8 @@ pub struct ModelProfile {
     pub threads: usize,
     pub memory_budget_mb: f64,
     /// Give freed activations back at once, no frame arena (`vessel --low-memory`): RSS
-    /// follows live memory between frames too, for 13–93% more time a frame (page faults).
+    /// follows live memory between frames too, for more time a frame (page faults; figures
+    /// in docs/performance.md).
     #[serde(default)]
     pub low_memory: bool,
 }

@@ -32,8 +32,8 @@ pub(crate) const DEFAULT_MODEL: &str = "models/drive-int8.nnef.tgz";
 )]
 struct Cli {
     /// Return freed activation memory to the system at once and keep no frame arena: RSS
-    /// follows live memory between frames too (the peak is the same), for 13–93% more time
-    /// a frame (page faults).
+    /// follows live memory between frames too (the peak is the same), for more time a frame
+    /// (page faults; docs/performance.md).
     #[arg(long, global = true)]
     low_memory: bool,
     #[command(subcommand)]

@@ -99,8 +99,8 @@ pub fn start_engine(
             .map(|f32_model| format!("--model {}", f32_model.display()))
             .unwrap_or_else(|_| "this model's f32 export".into());
         eprintln!(
-            "note: this x86 CPU has no VNNI or AMX, so tract's int8 runs ~20x slower here than \
-             f32 (root README, \"Benchmark\"); {faster} is faster on it"
+            "note: this x86 CPU has no VNNI or AMX, so tract's int8 runs many times slower here \
+             than f32 (docs/performance.md); {faster} is faster on it"
         );
     }
     Ok(engine)

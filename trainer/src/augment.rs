@@ -439,7 +439,9 @@ mod tests {
         for (op, _, _) in AUTHORS_ENHANCE {
             let same = run(op, 1.0);
             assert!(
-                same.iter().zip(&ex.input).all(|(a, b)| (a - b).abs() < 1e-6),
+                same.iter()
+                    .zip(&ex.input)
+                    .all(|(a, b)| (a - b).abs() < 1e-6),
                 "{op:?} at 1"
             );
         }

@@ -54,16 +54,7 @@ fn libtorch_trains_the_tiny_model_until_it_overfits() {
         &out,
     ))
     .unwrap();
-    let h = &state.history;
-    let (first, last) = (&h[0], h.last().unwrap());
-    assert!(
-        last.train_loss < first.train_loss * 0.5,
-        "loss fell from {} to {}",
-        first.train_loss,
-        last.train_loss
-    );
-    let best_f1 = h.iter().map(|r| r.val_f1).fold(0.0, f64::max);
-    assert!(best_f1 > 0.9, "F1 rose only to {best_f1}");
+    common::assert_overfits(&state.history);
 }
 
 #[test]

@@ -107,3 +107,22 @@ pub fn checkpoint_weights(
         .unwrap();
     (c.state, vessel_trainer::average::parameters(&model))
 }
+
+/// The tiny model learned its tiny data: the training loss at least halved and the best
+/// validation F1 passed 0.9. Returns that best F1.
+pub fn assert_overfits(history: &[vessel_trainer::train::EpochRecord]) -> f64 {
+    let (first, last) = (&history[0], history.last().expect("at least one epoch"));
+    assert!(
+        last.train_loss < first.train_loss * 0.5,
+        "loss fell from {} to {}",
+        first.train_loss,
+        last.train_loss
+    );
+    let best_f1 = history.iter().map(|r| r.val_f1).fold(0.0, f64::max);
+    assert!(
+        best_f1 > 0.9,
+        "F1 rose only to {best_f1} (first {})",
+        first.val_f1
+    );
+    best_f1
+}

@@ -3,7 +3,8 @@
 # training"): the first time, makes a Python venv holding torch==2.9.0 from PyPI (the
 # libtorch that burn's tch crate expects; several GB with its CUDA dependencies), then sets
 # the variables its build and run need and runs the command:
-#   scripts/libtorch.sh cargo run --release -p vessel-trainer --features tch -- bench --backend all
+#   scripts/libtorch.sh cargo run --release -p vessel-trainer --features tch -- bench --all-backends
+# Its builds go to target/tch ($CARGO_TARGET_DIR): the binary is target/tch/release/vessel-train.
 # With no command it prints the variables, for `eval "$(scripts/libtorch.sh)"`. With
 # VESSEL_LIBTORCH_CHECK_ONLY=1 it installs nothing and fails where torch is not set up.
 # The venv lives outside the repository: $VESSEL_TORCH_VENV, else ~/.cache/vessel/torch-2.9.0.
@@ -19,7 +20,7 @@ have_torch() {
 
 if ! have_torch; then
   # For callers that only ask whether libtorch is set up (scripts/test.sh).
-  [ -z "${VESSEL_LIBTORCH_CHECK_ONLY:-}" ] || exit 1
+  [ "${VESSEL_LIBTORCH_CHECK_ONLY:-}" != 1 ] || exit 1
   echo "libtorch.sh: installing torch==$TORCH_VERSION into $venv (once; a few minutes, several GB)" >&2
   command -v python3 >/dev/null || { echo "libtorch.sh: python3 is needed to install torch" >&2; exit 1; }
   if ! python3 -m venv "$venv" 2>/dev/null; then
@@ -39,10 +40,14 @@ export LIBTORCH_USE_PYTORCH=1
 export PATH="$venv/bin:$PATH"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export VESSEL_LIBTORCH="$torch_lib"
+# Its own target folder: a tch build and a default (Flex) build differ in burn's features,
+# and sharing one folder would rebuild burn and swap target/release/vessel-train at each turn.
+root=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/tch}"
 
 if [ $# -eq 0 ]; then
-  printf 'export LIBTORCH_USE_PYTORCH=1\nexport PATH=%q\nexport LD_LIBRARY_PATH=%q\nexport VESSEL_LIBTORCH=%q\n' \
-    "$PATH" "$LD_LIBRARY_PATH" "$VESSEL_LIBTORCH"
+  printf 'export LIBTORCH_USE_PYTORCH=1\nexport PATH=%q\nexport LD_LIBRARY_PATH=%q\nexport VESSEL_LIBTORCH=%q\nexport CARGO_TARGET_DIR=%q\n' \
+    "$PATH" "$LD_LIBRARY_PATH" "$VESSEL_LIBTORCH" "$CARGO_TARGET_DIR"
   exit 0
 fi
 exec "$@"

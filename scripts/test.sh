@@ -17,7 +17,7 @@ cargo test --release --workspace -- --include-ignored
 # The trainer's LibTorch backend, whenever scripts/libtorch.sh has set libtorch up here (it
 # is several GB from PyPI: the tests do not install it).
 if VESSEL_LIBTORCH_CHECK_ONLY=1 scripts/libtorch.sh true 2>/dev/null; then
-  scripts/libtorch.sh cargo test --release -p vessel-trainer --features tch --test libtorch -- --include-ignored
+  scripts/libtorch.sh cargo test --release -p vessel-trainer --features tch --test libtorch
 else
   echo "test.sh: no libtorch set up (scripts/libtorch.sh): the tch backend's tests are skipped"
 fi

@@ -1,6 +1,6 @@
 //! Test-time augmentation: the network run on flipped copies of an image, each map flipped
 //! back and the probabilities averaged. It multiplies the inference cost by the number of
-//! copies, so the live camera loop runs without it unless asked.
+//! copies, so the live camera loop runs without it (it has no option for it).
 
 use image::{imageops, RgbImage};
 

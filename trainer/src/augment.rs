@@ -56,7 +56,9 @@ pub struct Augment {
     pub noise_std: f32,
     /// Probability that an example gets the SA-UNet authors' colour copy: PIL's
     /// `ImageEnhance` saturation, brightness, contrast and sharpness in turn, with factors
-    /// drawn from their ranges (`AUTHORS_ENHANCE`), after the jitter above.
+    /// drawn from their ranges (`AUTHORS_ENHANCE`), after the jitter above and before the
+    /// noise. Factors are drawn continuously (the authors draw tenths) and no rounding to
+    /// 8 bits happens between the steps.
     #[serde(default)]
     pub authors_colour: f32,
 }
@@ -149,6 +151,13 @@ impl Augment {
                 }
             }
         }
+        // Before the noise, as the authors enhance clean images. Drawn only when enabled, so runs without it keep their random streams.
+        if self.authors_colour > 0.0 && rng.random_bool(f64::from(self.authors_colour.min(1.0))) {
+            for (op, low, high) in AUTHORS_ENHANCE {
+                let factor = rng.random_range(low..=high);
+                enhance(op, factor, ex.size, &ex.inside, input);
+            }
+        }
         if self.noise_std > 0.0 {
             let std = rng.random_range(0.0..=self.noise_std);
             if let Ok(normal) = Normal::new(0.0f32, std) {
@@ -162,13 +171,6 @@ impl Augment {
         if j > 0.0 || self.noise_std > 0.0 {
             for v in input.iter_mut() {
                 *v = v.clamp(0.0, 1.0);
-            }
-        }
-        // Drawn only when enabled, so runs without it keep their random streams.
-        if self.authors_colour > 0.0 && rng.random_bool(f64::from(self.authors_colour.min(1.0))) {
-            for (op, low, high) in AUTHORS_ENHANCE {
-                let factor = rng.random_range(low..=high);
-                enhance(op, factor, ex.size, &ex.inside, input);
             }
         }
     }

@@ -306,8 +306,8 @@ pub fn format_report(r: &EvalReport) -> String {
         r.images,
         r.threshold,
         match r.tta {
-            Tta::None => "",
-            Tta::Flips => ", flip test-time augmentation (4 runs an image)",
+            Tta::None => String::new(),
+            t => format!(", {t} test-time augmentation ({} runs an image)", t.runs()),
         },
         if r.fov_derived {
             ", FOV derived from the images"

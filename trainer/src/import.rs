@@ -261,6 +261,12 @@ fn state_of(path: &Path, meta: &ModelMetadata, config: SaUnetConfig) -> TrainSta
         history: Vec::new(),
         finished: true,
         averaged_from: Vec::new(),
-        imported_from: Some(format!("{} ({})", path.display(), meta.content_hash)),
+        // The file's own lineage goes along, so an export of this checkpoint keeps it.
+        imported_from: Some(
+            std::iter::once(format!("{} ({})", path.display(), meta.content_hash))
+                .chain(meta.lineage.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     }
 }

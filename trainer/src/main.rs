@@ -385,7 +385,12 @@ fn run(cli: Cli) -> Result<()> {
                 "done: {} epochs, best validation {:?} {:.4} at epoch {} -> {}",
                 state.epochs_done,
                 state.options.selection,
-                state.patience.best,
+                // Loss is kept negated, as a score to maximise.
+                if state.options.selection == Selection::Loss {
+                    -state.patience.best
+                } else {
+                    state.patience.best
+                },
                 state.patience.best_epoch,
                 out.join("best.ckpt").display()
             );

@@ -437,7 +437,9 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     let train_examples = prepare(req.train)?;
     let val_examples = prepare(req.validation)?;
     // A unit is one training window: image `unit / crops_per_image`. A draw is one visit
-    // of a unit in an epoch: draw `d` is unit `d % units`, augmented by its own RNG.
+    // of a unit in an epoch, augmented by its own RNG: draw `d` of epoch `e` is unit
+    // `(d + e · draws) % units`, so when draws are not a multiple of the units the extra
+    // visits move round the units from epoch to epoch.
     let crops_per_image = opts.crops_per_image();
     let units = train_examples.len() * crops_per_image;
     let draws = opts.epoch_draws.unwrap_or(units);
@@ -447,7 +449,8 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
     }
     if draws != units {
         println!(
-            "{draws} augmented draws an epoch from {units} training images: {steps_per_epoch} steps an epoch"
+            "{draws} augmented draws an epoch from {} training images: {steps_per_epoch} steps an epoch",
+            train_examples.len()
         );
     }
 
@@ -476,12 +479,16 @@ pub fn run(req: TrainRequest<'_>) -> Result<TrainState> {
         let epoch = state.epochs_done;
         let started = Instant::now();
         let mut order: Vec<usize> = (0..draws).collect();
-        order.shuffle(&mut Augment::rng(opts.seed, epoch, usize::MAX));
+        // The shuffle's own stream: a sample index past any draw's, inside the 32 bits
+        // `Augment::rng` mixes with the epoch (usize::MAX there dropped the epoch out, and
+        // every epoch had the same batches).
+        order.shuffle(&mut Augment::rng(opts.seed, epoch, u32::MAX as usize));
         let mut loss_sum = 0.0;
         for (step, batch) in (1u32..).zip(order.chunks(opts.batch_size)) {
             // DropBlock draws from the backend RNG: seed it per step for reproducible resumes.
             device.seed(opts.seed.wrapping_add(state.steps_done as u64 * 7919));
-            let (inputs, labels) = make_batch(&train_examples, units, batch, &opts, epoch, &device);
+            let (inputs, labels) =
+                make_batch(&train_examples, units, draws, batch, &opts, epoch, &device);
             let logits = model.forward(inputs);
             let loss = opts.loss.loss(logits, labels);
             let loss_value = scalar(&loss);
@@ -596,11 +603,12 @@ fn scalar(t: &Tensor<1>) -> f64 {
 }
 
 /// Stacks augmented training windows (whole canvases, or crops of them) into `[B, 3, S, S]`
-/// inputs and `[B, 1, S, S]` labels. Each draw is unit `draw % units` and augments from
-/// its own RNG (seed, epoch, draw).
+/// inputs and `[B, 1, S, S]` labels. Each draw is unit `(draw + epoch · draws_per_epoch) %
+/// units` and augments from its own RNG (seed, epoch, draw).
 fn make_batch(
     examples: &[Example],
     units: usize,
+    draws_per_epoch: usize,
     draws: &[usize],
     opts: &TrainOptions,
     epoch: usize,
@@ -612,7 +620,7 @@ fn make_batch(
     let mut labels = Vec::with_capacity(draws.len() * size * size);
     let per_image = opts.crops_per_image();
     for &draw in draws {
-        let example = &examples[(draw % units) / per_image];
+        let example = &examples[draw_unit(draw, epoch, draws_per_epoch, units) / per_image];
         let mut rng = Augment::rng(opts.seed, epoch, draw);
         let (x, y) = opts.augment.apply(example, &mut rng);
         let (x, y) = match opts.crop {
@@ -627,6 +635,13 @@ fn make_batch(
         Tensor::from_data(TensorData::new(inputs, [b, 3, size, size]), device),
         Tensor::from_data(TensorData::new(labels, [b, 1, size, size]), device),
     )
+}
+
+/// The unit (training window) draw `draw` of epoch `epoch` visits: draws walk the units in
+/// turn, continuing where the previous epoch stopped, so every unit gets as many visits as
+/// any other over the run, give or take one.
+fn draw_unit(draw: usize, epoch: usize, draws_per_epoch: usize, units: usize) -> usize {
+    (draw + epoch * draws_per_epoch) % units
 }
 
 /// Validation loss and mean scores (inside the FOV, at the threshold) of an inference model.
@@ -708,6 +723,35 @@ fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draws_visit_every_unit_evenly_over_epochs() {
+        // DRIVE's authors' volume: 240 draws an epoch from 18 images.
+        let (draws, units) = (240, 18);
+        let mut visits = vec![0usize; units];
+        for epoch in 0..9 {
+            let mut this_epoch = vec![0usize; units];
+            for d in 0..draws {
+                this_epoch[draw_unit(d, epoch, draws, units)] += 1;
+            }
+            // Within an epoch: 13 or 14 visits each.
+            assert!(
+                this_epoch.iter().all(|&v| v == 13 || v == 14),
+                "{this_epoch:?}"
+            );
+            visits
+                .iter_mut()
+                .zip(&this_epoch)
+                .for_each(|(v, e)| *v += e);
+        }
+        // 9 epochs are 2160 draws, 120 a unit exactly: the extra visits went round.
+        assert!(visits.iter().all(|&v| v == 120), "{visits:?}");
+        // Fewer draws than units: the epochs take turns, none is left out.
+        let seen: std::collections::HashSet<usize> = (0..6)
+            .flat_map(|epoch| (0..3).map(move |d| draw_unit(d, epoch, 3, units)))
+            .collect();
+        assert_eq!(seen.len(), units);
+    }
 
     #[test]
     fn plateau_cuts_and_early_stop() {

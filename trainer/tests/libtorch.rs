@@ -12,12 +12,22 @@ use vessel_trainer::data::{Dataset, Split};
 use vessel_trainer::model::{SaUnetConfig, SaUnetV2};
 use vessel_trainer::train;
 
+/// burn's backend RNGs are process-global: the tests that draw from them take turns.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn values(t: Tensor<4>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 #[test]
 fn libtorch_forward_pass_agrees_with_flex() {
+    let _rng = rng_lock();
     let flex = device_of(Backend::Flex).unwrap();
     let tch = device_of(Backend::LibTorch).unwrap();
     flex.seed(5);
@@ -41,6 +51,7 @@ fn libtorch_forward_pass_agrees_with_flex() {
 
 #[test]
 fn libtorch_trains_the_tiny_model_until_it_overfits() {
+    let _rng = rng_lock();
     backend::select(Backend::LibTorch).unwrap();
     assert_eq!(backend::current(), Backend::LibTorch);
     let dir = common::temp_dir("tch-overfit-data");
@@ -59,6 +70,7 @@ fn libtorch_trains_the_tiny_model_until_it_overfits() {
 
 #[test]
 fn bench_measures_both_backends_and_their_threads() {
+    let _rng = rng_lock();
     for b in [Backend::LibTorch, Backend::Flex] {
         let r = vessel_trainer::bench::run(b, 16, 1, 0, 1).unwrap();
         assert_eq!(r.backend, b);

@@ -345,6 +345,8 @@ fn crop_training_takes_more_smaller_steps_learns_and_rejects_bad_sizes() {
     let (train_set, val_set) = samples.split_at(3);
     let mut opts = tiny_options(40);
     opts.crop = Some(16);
+    // The step counts below are for the whole run: no early stop.
+    opts.early_stop_patience = 1000;
     assert_eq!(opts.crops_per_image(), 4);
     let out = common::temp_dir("crop-run");
     let state = train::run(common::new_run(opts.clone(), train_set, val_set, &out)).unwrap();

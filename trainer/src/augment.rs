@@ -1,6 +1,7 @@
 //! Training examples: a sample placed on the network canvas through the shared
 //! preprocessing, then seeded on-the-fly augmentation (rotation, flips, colour jitter, the
-//! SA-UNet authors' PIL-style enhancements, Gaussian noise). The same seed, epoch and sample always give the same example, so a
+//! SA-UNet authors' PIL-style enhancements, Gaussian noise). The same seed, epoch and
+//! sample always give the same example, so a
 //! resumed run sees exactly what an uninterrupted one would.
 
 use rand::rngs::StdRng;
@@ -135,12 +136,7 @@ impl Augment {
             let brightness = rng.random_range(1.0 - j..=1.0 + j);
             let contrast = rng.random_range(1.0 - j..=1.0 + j);
             let saturation = rng.random_range(1.0 - j..=1.0 + j);
-            let inside_count = ex.inside.iter().sum::<f32>().max(1.0);
-            let mean_grey = (0..plane)
-                .filter(|&i| ex.inside[i] > 0.0)
-                .map(|i| grey(input, plane, i))
-                .sum::<f32>()
-                / inside_count;
+            let mean_grey = mean_grey(input, plane, &ex.inside);
             for i in (0..plane).filter(|&i| ex.inside[i] > 0.0) {
                 let g = grey(input, plane, i);
                 for c in 0..3 {
@@ -151,7 +147,8 @@ impl Augment {
                 }
             }
         }
-        // Before the noise, as the authors enhance clean images. Drawn only when enabled, so runs without it keep their random streams.
+        // Before the noise, as the authors enhance clean images. Drawn only when enabled, so
+        // runs without it keep their random streams.
         if self.authors_colour > 0.0 && rng.random_bool(f64::from(self.authors_colour.min(1.0))) {
             for (op, low, high) in AUTHORS_ENHANCE {
                 let factor = rng.random_range(low..=high);
@@ -238,19 +235,15 @@ pub fn enhance(op: Enhance, factor: f32, size: usize, inside: &[f32], input: &mu
                 }
             }
         }
-        Enhance::Brightness => {
+        Enhance::Brightness | Enhance::Contrast => {
+            let degenerate = if op == Enhance::Brightness {
+                0.0
+            } else {
+                mean_grey(input, plane, inside)
+            };
             for i in pixels() {
                 for c in 0..3 {
-                    input[c * plane + i] = blend(0.0, input[c * plane + i]);
-                }
-            }
-        }
-        Enhance::Contrast => {
-            let count = pixels().count().max(1) as f32;
-            let mean = pixels().map(|i| grey(input, plane, i)).sum::<f32>() / count;
-            for i in pixels() {
-                for c in 0..3 {
-                    input[c * plane + i] = blend(mean, input[c * plane + i]);
+                    input[c * plane + i] = blend(degenerate, input[c * plane + i]);
                 }
             }
         }
@@ -286,6 +279,16 @@ pub fn enhance(op: Enhance, factor: f32, size: usize, inside: &[f32], input: &mu
             }
         }
     }
+}
+
+/// The mean grey of the image pixels (`inside` > 0, a 0/1 mask) of a planar RGB canvas.
+fn mean_grey(input: &[f32], plane: usize, inside: &[f32]) -> f32 {
+    let count = inside.iter().sum::<f32>().max(1.0);
+    (0..plane)
+        .filter(|&i| inside[i] > 0.0)
+        .map(|i| grey(input, plane, i))
+        .sum::<f32>()
+        / count
 }
 
 fn grey(input: &[f32], plane: usize, i: usize) -> f32 {

@@ -54,7 +54,7 @@ impl Backend {
         Self::ALL.into_iter().filter(|b| b.compiled()).collect()
     }
 
-    /// The name `--backend` takes and logs print.
+    /// The name `--backend` takes and logs print, and the cargo feature that compiles it in.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Cuda => "cuda",
@@ -62,11 +62,6 @@ impl Backend {
             Backend::Flex => "flex",
             Backend::Ndarray => "ndarray",
         }
-    }
-
-    /// The cargo feature that compiles it in.
-    fn feature(self) -> &'static str {
-        self.name()
     }
 
     fn device(self) -> Device {
@@ -107,12 +102,11 @@ impl fmt::Display for Backend {
 /// `--backend` named a backend this binary was built without.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "backend {wanted} is not in this build (it has: {available}); rebuild with `--features {feature}`{hint}"
+    "backend {wanted} is not in this build (it has: {available}); rebuild with `--features {wanted}`{hint}"
 )]
 pub struct NotCompiled {
     wanted: Backend,
     available: String,
-    feature: &'static str,
     hint: &'static str,
 }
 
@@ -130,7 +124,6 @@ fn check_compiled(backend: Backend) -> Result<(), NotCompiled> {
             .map(|b| b.name())
             .collect::<Vec<_>>()
             .join(", "),
-        feature: backend.feature(),
         hint: if backend == Backend::LibTorch {
             " through scripts/libtorch.sh (README, \"Fast training\")"
         } else {
